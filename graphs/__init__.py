@@ -1,0 +1,1 @@
+"""Composed Serve applications (`.bind()`): conversation (the gRPC ingress), router, graph_rag."""

