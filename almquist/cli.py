@@ -1,0 +1,201 @@
+"""`almquist`: run the system (`up`, `down`, `status`) and talk to it over gRPC (`ask`, `chat`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from almquist.client import DEFAULT_TARGET, Client
+from almquist.v1 import common_pb2, conversation_pb2
+
+console = Console(stderr=True)
+out = Console(highlight=False)
+
+
+def _ray_bin() -> str:
+    return shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+
+
+def _connect() -> None:
+    import ray
+
+    ray.init(address="auto", namespace="serve", log_to_driver=False, logging_level="ERROR")
+
+
+def _status_table(status: Any) -> Table:
+    table = Table(title="Serve applications", expand=False)
+    for column in ("application", "app status", "deployment", "status", "replicas", "message"):
+        table.add_column(column)
+    for app_name, app in status.applications.items():
+        if not app.deployments:
+            table.add_row(app_name, app.status, "", "", "", app.message[:80])
+        for name, dep in app.deployments.items():
+            replicas = ", ".join(f"{state}={n}" for state, n in dep.replica_states.items()) or "-"
+            table.add_row(app_name, app.status, name, dep.status, replicas, (dep.message or app.message)[:80])
+    return table
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from almquist import runtime
+
+    schema = runtime.load_profile(args.profile, grpc_port=args.grpc_port, http_port=args.http_port)
+    head = [_ray_bin(), "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1"]
+    if args.num_cpus:
+        head += ["--num-cpus", str(args.num_cpus)]
+    if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode != 0:
+        console.print(f"[bold]Starting Ray[/] ({' '.join(head[1:])})")
+        subprocess.run(head, check=True, stdout=subprocess.DEVNULL)
+    _connect()
+    console.print(f"[bold]Deploying profile[/] {runtime.profile_path(args.profile)}")
+    runtime.deploy(schema)
+    names = [app.name for app in schema.applications]
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        status = runtime.wait_running(names, timeout_s=args.timeout, on_update=lambda s: live.update(_status_table(s)))
+    table = Table(title="Almquist is up", show_header=False)
+    for name, address in runtime.endpoints(schema).items():
+        table.add_row(name, address)
+    out.print(table)
+    target = runtime.endpoints(schema)["gRPC (Serve proxy)"]
+    out.print(f'Talk to it:  almquist ask "Who directed Inception?" --target {target}')
+    out.print("             almquist chat    |   almquist status   |   almquist down")
+    return 0 if status else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    subprocess.run([_ray_bin(), "stop", "--force"], check=False, stdout=subprocess.DEVNULL)
+    console.print("Ray and Serve stopped.")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        _connect()
+    except ConnectionError:
+        console.print("[red]No Ray cluster is running[/]: start one with `almquist up`.")
+        return 1
+    from ray import serve
+
+    out.print(_status_table(serve.status()))
+    return 0
+
+
+def _print_stream(events, show_route: bool = True) -> conversation_pb2.ServerEvent | None:
+    """Prints tokens as they arrive; returns the TurnEnd event."""
+    for event in events:
+        kind = event.WhichOneof("event")
+        if kind == "turn_started" and show_route:
+            started = event.turn_started
+            console.print(f"[dim]({started.intent} -> {started.route}, {started.confidence:.2f})[/]")
+        elif kind == "token":
+            out.print(event.token.text, end="", soft_wrap=True)
+            out.file.flush()
+        elif kind == "error":
+            console.print(f"\n[red]error {event.error.code}[/]: {event.error.message}")
+        elif kind == "turn_end":
+            out.print()
+            end = event.turn_end
+            if end.reason != common_pb2.TURN_END_REASON_COMPLETED:
+                console.print(f"[yellow]{common_pb2.TurnEndReason.Name(end.reason)}[/] {end.detail}")
+            return event
+    return None
+
+
+def _rpc_error(error: grpc.RpcError) -> int:
+    console.print(f"[red]{error.code().name}[/]: {error.details()}")  # type: ignore[attr-defined]
+    return 2
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    with Client(args.target) as client:
+        try:
+            _print_stream(client.ask_stream(args.question, args.session, args.personality, args.max_tokens))
+        except grpc.RpcError as error:
+            return _rpc_error(error)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    start = conversation_pb2.SessionStart(
+        session_id=args.session, personality=args.personality, user_id=os.environ.get("USER", "")
+    )
+    with Client(args.target) as client:
+        conversation = client.converse(start)
+        try:
+            started = conversation.next_event().session_started
+        except grpc.RpcError as error:
+            return _rpc_error(error)
+        console.print(
+            f"[bold]Session {started.session_id}[/] ({started.personality}). "
+            "Ctrl-C interrupts an answer; /quit or Ctrl-D leaves."
+        )
+        events = conversation.events()
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                break
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                break
+            conversation.send_text(line)
+            while True:
+                try:
+                    _print_stream(events, show_route=args.verbose)
+                    break
+                except KeyboardInterrupt:
+                    conversation.interrupt("user pressed Ctrl-C")
+                except grpc.RpcError as error:
+                    return _rpc_error(error)
+        conversation.close_send()
+        console.print(f"Bye. Resume with: almquist chat --session {started.session_id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="almquist", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Ray (with the dashboard) and deploy a profile")
+    up.add_argument("--profile", default="local", help="profile name in serve_config/ or a YAML path")
+    up.add_argument("--grpc-port", type=int, default=None)
+    up.add_argument("--http-port", type=int, default=None)
+    up.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the Ray head")
+    up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for RUNNING")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("down", help="stop Serve and Ray").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="applications, deployments and replicas (Serve's status)").set_defaults(
+        func=cmd_status
+    )
+
+    for name, func, text in (("ask", cmd_ask, "ask one question, answer streamed"), ("chat", cmd_chat, "talk")):
+        p = sub.add_parser(name, help=text)
+        if name == "ask":
+            p.add_argument("question")
+        p.add_argument("--target", default=os.environ.get("ALMQUIST_TARGET", DEFAULT_TARGET))
+        p.add_argument("--session", default="", help="session id to continue")
+        p.add_argument("--personality", default="")
+        p.add_argument("--verbose", "-v", action="store_true", help="show the router's decision")
+        if name == "ask":
+            p.add_argument("--max-tokens", type=int, default=0)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
