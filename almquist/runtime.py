@@ -62,9 +62,7 @@ def deploy(schema) -> None:
     client.deploy_apps(schema, _blocking=False)
 
 
-def wait_running(
-    app_names: list[str], timeout_s: float = 600.0, on_update: Callable[[Any], None] | None = None
-) -> Any:
+def wait_running(app_names: list[str], timeout_s: float = 600.0, on_update: Callable[[Any], None] | None = None) -> Any:
     """Polls Serve's status until every app is RUNNING; raises with Serve's own message when one fails."""
     from ray import serve
 

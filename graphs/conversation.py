@@ -201,9 +201,7 @@ class ConversationIngress:
         if kind == "text":
             text = self._check_text(event.text.text)
             if turns.qsize() >= self._config.max_pending_turns:
-                raise ResourceExhausted(
-                    f"{turns.qsize()} turns are already waiting; send the next one after a TurnEnd"
-                )
+                raise ResourceExhausted(f"{turns.qsize()} turns are already waiting; send the next one after a TurnEnd")
             turns.put_nowait(text)
         elif kind == "interrupt":
             if state.current is not None and not state.current.done():
@@ -375,4 +373,3 @@ def compose(
 def build_app(args: dict[str, Any]) -> Application:
     """Serve's application builder (`import_path: graphs.conversation:build_app`); `args` is an AppConfig."""
     return compose(AppConfig.model_validate(args or {}))
-

