@@ -35,7 +35,9 @@ class SentenceTransformerEngine:
         self._config = config
         path = resolve_model_ref(config.model)
         self._model = SentenceTransformer(path, device=config.device, local_files_only=True)
-        self.dimensions = int(self._model.get_sentence_embedding_dimension())
+        # sentence-transformers 6 renamed the method; keep working with either name
+        dimension = getattr(self._model, "get_embedding_dimension", None)
+        self.dimensions = int((dimension or self._model.get_sentence_embedding_dimension)())
         self.name = path.rstrip("/").split("/")[-1] if not config.model.startswith("pkg://") else config.model
 
     def embed(self, texts: list[str], normalize: bool) -> np.ndarray:
