@@ -16,7 +16,12 @@ ALMQUIST = str(Path(sys.executable).with_name("almquist"))
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [ALMQUIST, *args], input=stdin, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"}
+        [ALMQUIST, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -72,9 +73,38 @@ async def run_engine(args: argparse.Namespace) -> dict[str, Any]:
         unfinished_after_close = vllm_engine.get_num_unfinished_requests()
         tokens_generated_by_close = engine.stats.tokens_generated - stats_after_greedy["tokens_generated"]
 
+        # Cancelling the consuming task (how a Serve replica sees a dropped client) aborts too.
+        first_token = asyncio.Event()
+
+        async def consume(request: GenerationRequest) -> None:
+            async for _chunk in engine.stream(request):
+                first_token.set()
+
+        cancelled_request = GenerationRequest(messages, max_tokens=args.max_model_len // 2, request_id="task-cancel")
+        task = asyncio.create_task(consume(cancelled_request))
+        await first_token.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        unfinished_after_cancel = vllm_engine.get_num_unfinished_requests()
+
         # The engine keeps serving after an abort, and greedy decoding gives the same start again.
         again = GenerationRequest(messages, max_tokens=4, request_id="after-abort")
         after_abort = [chunk.token_id async for chunk in engine.stream(again)]
+
+        # A consumer slower than the engine gets vLLM's deltas merged; each token must still get its own chunk.
+        delta_sizes: list[int] = []
+        real_split = engine._split_text
+
+        def spy_split(previous: list[int], new_ids: Any, text: str) -> list[str]:
+            delta_sizes.append(len(new_ids))
+            return real_split(previous, new_ids, text)
+
+        engine._split_text = spy_split  # type: ignore[method-assign]
+        slow = []
+        async for chunk in engine.stream(GenerationRequest(messages, max_tokens=args.max_tokens, request_id="slow")):
+            slow.append(chunk)
+            await asyncio.sleep(0.25)
         return {
             "prompt_token_ids": engine.prompt_token_ids(greedy),
             "token_ids": [chunk.token_id for chunk in chunks],
@@ -92,6 +122,14 @@ async def run_engine(args: argparse.Namespace) -> dict[str, Any]:
                 "aborted_request_ids": aborted_ids,
                 "unfinished_after_close": unfinished_after_close,
                 "after_abort_token_ids": after_abort,
+                "unfinished_after_task_cancel": unfinished_after_cancel,
+            },
+            "slow_consumer": {
+                "token_ids": [chunk.token_id for chunk in slow],
+                "texts": [chunk.text for chunk in slow],
+                "indices": [chunk.index for chunk in slow],
+                "finish_reasons": [chunk.finish_reason for chunk in slow],
+                "delta_sizes": delta_sizes,
             },
             "stats": dict(vars(engine.stats)),
         }
