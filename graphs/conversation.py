@@ -30,13 +30,13 @@ from almquist.errors import (
     Unimplemented,
     unwrap,
 )
-from almquist.v1 import common_pb2, conversation_pb2
+from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2
 from deployments.embeddings import Embeddings
 from deployments.llm.engine import ChatMessage, TokenChunk
 from deployments.llm.server import LLMServer
 from graphs.graph_rag import GraphRAG
 from graphs.router import Router
-from graphs.turn import RouteDecision, Turn
+from graphs.turn import Citation, RouteDecision, Turn
 
 _END = object()  # closes a stream's outgoing queue
 
@@ -68,6 +68,17 @@ async def _call(ref: Any) -> Any:
         if isinstance(cause, AlmquistError):
             raise type(cause)(cause.message) from None
         raise
+
+
+def citation_proto(citation: Citation) -> knowledge_pb2.Citation:
+    return knowledge_pb2.Citation(
+        source_id=citation.source_id,
+        title=citation.title,
+        snippet=citation.snippet,
+        path=list(citation.path),
+        snapshot_id=citation.snapshot_id,
+        score=citation.score,
+    )
 
 
 def _abort(grpc_context: Any, error: AlmquistError) -> None:
@@ -265,6 +276,8 @@ class ConversationIngress:
                             confidence=item.confidence,
                         ),
                     )
+                elif isinstance(item, Citation):
+                    yield conversation_pb2.ServerEvent(turn_id=turn_id, citation=citation_proto(item))
                 elif isinstance(item, TokenChunk):
                     if item.text:
                         yield conversation_pb2.ServerEvent(

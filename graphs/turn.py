@@ -34,3 +34,15 @@ class RouteDecision:
     intent: str
     route: str
     confidence: float
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A fact an answer rests on, sent to the client before the answer's tokens."""
+
+    source_id: str
+    title: str
+    snippet: str
+    path: tuple[str, ...] = ()
+    snapshot_id: str = ""
+    score: float = 0.0
