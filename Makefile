@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-EXTRAS := knowledge,speech,audio,vision,dev
+EXTRAS := speech,audio,vision,dev
 
 .PHONY: run test install protos vllm-env bench lint down clean
 

@@ -1,0 +1,91 @@
+"""The embedded graph backend: ladybug (the maintained fork of Kuzu), a folder on disk, one process at a time.
+
+In: a `GraphStoreConfig` with `path`. Schema is Kuzu-style: one node table per label with primary key `id`, one rel
+table per relationship type (a type that connects several label pairs gets one `FROM .. TO ..` per pair), and a
+`KnowledgeSnapshot` table for snapshot records. Statements come from `queries.py` (ladybug variants where needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from almquist.errors import FailedPrecondition
+from almquist.stores.config import GraphStoreConfig
+from almquist.stores.cypher_store import CypherGraphStore, Run
+from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS, SNAPSHOT_LABEL
+
+T = TypeVar("T")
+
+_STAMP = "snapshot_id STRING, snapshot_seq INT64"
+
+
+def schema_statements() -> list[str]:
+    """DDL for every table, idempotent (`IF NOT EXISTS`)."""
+    statements = [
+        f"CREATE NODE TABLE IF NOT EXISTS {label}(id STRING, name STRING, {_STAMP}, PRIMARY KEY(id))"
+        for label in NODE_LABELS
+    ]
+    for rel, pairs in RELATIONSHIPS.items():
+        ends = ", ".join(f"FROM {src} TO {dst}" for src, dst in pairs)
+        statements.append(f"CREATE REL TABLE IF NOT EXISTS {rel}({ends}, {_STAMP})")
+    statements.append(
+        f"CREATE NODE TABLE IF NOT EXISTS {SNAPSHOT_LABEL}(snapshot_id STRING, seq INT64, source STRING, "
+        "created_unix_s DOUBLE, fingerprint STRING, status STRING, done_batches INT64[], info STRING, "
+        "PRIMARY KEY(snapshot_id))"
+    )
+    return statements
+
+
+class LadybugGraphStore(CypherGraphStore):
+    """`GraphStore` over an embedded ladybug database."""
+
+    backend = "ladybug"
+
+    def __init__(self, config: GraphStoreConfig) -> None:
+        import ladybug
+
+        config.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = ladybug.Database(
+                str(config.path), buffer_pool_size=config.buffer_pool_mb * 1024 * 1024, max_num_threads=config.threads
+            )
+        except RuntimeError as error:
+            raise FailedPrecondition(
+                f"cannot open the graph at {config.path} ({error}); an embedded store is single-process: reach it "
+                "through the KnowledgeStore actor (actors/knowledge_store.py), or point graph.path elsewhere"
+            ) from error
+        self._conn = ladybug.Connection(self._db)
+        self.ensure_schema()
+
+    def ensure_schema(self) -> None:
+        def work(run: Run) -> None:
+            for text in schema_statements():
+                run(text, {})
+
+        self._transaction(work)
+
+    def _execute(self, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        result = self._conn.execute(text, params)
+        try:
+            columns = result.get_column_names()
+            return [dict(zip(columns, row, strict=True)) for row in result]
+        finally:
+            result.close()
+
+    def _read(self, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._execute(text, params)
+
+    def _transaction(self, work: Callable[[Run], T]) -> T:
+        self._conn.execute("BEGIN TRANSACTION")
+        try:
+            result = work(self._execute)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return result
+
+    def close(self) -> None:
+        self._conn.close()
+        self._db.close()

@@ -1,0 +1,105 @@
+"""`python -m ingestion`: ingest a knowledge source, list snapshots, roll one back.
+
+    python -m ingestion metaqa [--kb PATH] [--limit N] [--batch-size B] [--force]
+    python -m ingestion neo4j-movies [--cypher PATH] [--force]
+    python -m ingestion snapshots
+    python -m ingestion rollback SNAPSHOT_ID
+
+Stores default to the cache dir (`--graph-path`, `--qdrant-path`, or `--qdrant-url` / `--neo4j-uri` for servers).
+Joins a running Ray cluster when RAY_ADDRESS is set, else starts a local one for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from almquist.errors import AlmquistError
+from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
+
+console = Console(stderr=True)
+
+
+def _config(args: argparse.Namespace) -> KnowledgeConfig:
+    graph: dict = {}
+    if args.neo4j_uri:
+        graph = {"backend": "neo4j", "uri": args.neo4j_uri}
+    elif args.graph_path:
+        graph = {"path": Path(args.graph_path)}
+    vectors: dict = {"url": args.qdrant_url} if args.qdrant_url else {}
+    if args.qdrant_path:
+        vectors["path"] = Path(args.qdrant_path)
+    batch = {"batch_size": args.batch_size} if getattr(args, "batch_size", None) else {}
+    return KnowledgeConfig(graph=GraphStoreConfig(**graph), vectors=VectorStoreConfig(**vectors), **batch)
+
+
+def _report(report) -> None:
+    for error in report.errors:
+        console.print(f"[yellow]skipped[/] {error}")
+    summary = {k: v for k, v in vars(report).items() if k != "errors"}
+    console.print_json(json.dumps({**summary, "errors": len(report.errors)}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__.split("\n")[0])
+    parser.add_argument("--graph-path")
+    parser.add_argument("--neo4j-uri")
+    parser.add_argument("--qdrant-path")
+    parser.add_argument("--qdrant-url")
+    sub = parser.add_subparsers(dest="command", required=True)
+    metaqa = sub.add_parser("metaqa", help="MetaQA kb.txt")
+    metaqa.add_argument("--kb", type=Path)
+    metaqa.add_argument("--limit", type=int)
+    metaqa.add_argument("--batch-size", type=int)
+    metaqa.add_argument("--force", action="store_true", help="ingest again into a new snapshot")
+    movies = sub.add_parser("neo4j-movies", help="Neo4j's movies.cypher")
+    movies.add_argument("--cypher", type=Path)
+    movies.add_argument("--batch-size", type=int)
+    movies.add_argument("--force", action="store_true")
+    sub.add_parser("snapshots", help="list snapshots")
+    rollback = sub.add_parser("rollback", help="remove a snapshot from both stores")
+    rollback.add_argument("snapshot_id")
+    args = parser.parse_args(argv)
+
+    import ray
+
+    from actors.knowledge_store import get_knowledge_store
+
+    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
+    config = _config(args)
+    try:
+        if args.command == "metaqa":
+            from ingestion.metaqa import ingest_metaqa
+
+            _report(ingest_metaqa(args.kb, config, limit=args.limit, force=args.force))
+        elif args.command == "neo4j-movies":
+            from ingestion.neo4j_movies import ingest_movies
+
+            _report(ingest_movies(args.cypher, config, force=args.force))
+        elif args.command == "snapshots":
+            console.print_json(json.dumps(ray.get(get_knowledge_store(config).list_snapshots.remote())))
+        else:
+            console.print_json(json.dumps(ray.get(get_knowledge_store(config).rollback.remote(args.snapshot_id))))
+    except AlmquistError as error:
+        console.print(f"[red]{type(error).__name__}[/]: {error.message}")
+        return 2
+    except ray.exceptions.RayTaskError as error:
+        from almquist.errors import unwrap
+
+        cause = unwrap(error)
+        if isinstance(cause, AlmquistError):
+            console.print(f"[red]{type(cause).__name__}[/]: {cause.message}")
+            return 2
+        raise
+    finally:
+        ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
