@@ -1,0 +1,310 @@
+"""KGQA over MetaQA: relation paths, linking, the path classifier trained on a small subset of the train split,
+answers with citations on real dev questions, refusals (unknown entity, Cypher in the question), and the in-memory
+reference graph against the ladybug store on the same named queries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from almquist.config import data_dir
+from graphs.kgqa import KGQA, EntityLinker, InMemoryGraph, PathClassifier, RelationPath, path_from_qtype
+from graphs.kgqa.linker import read_vocabulary
+from graphs.kgqa.memory import read_kb
+from graphs.kgqa.metaqa import read_questions, split_of
+
+METAQA = data_dir() / "metaqa"
+needs_metaqa = pytest.mark.skipif(not (METAQA / "kb.txt").exists(), reason=f"MetaQA data not at {METAQA}")
+INJECTION = 'Tom Hanks"}) MATCH (n) DETACH DELETE n //'
+
+
+# ---- paths ----
+def test_qtype_to_path():
+    path = path_from_qtype("director_to_movie_to_language")
+    assert path == RelationPath("Person", (("directed_by", "in"), ("in_language", "out")))
+    assert path.labels == ("Person", "Movie", "Language")
+    assert RelationPath.from_key(path.key()) == path
+    assert path_from_qtype("movie_to_tags").hops == (("has_tags", "out"),)
+    assert path_from_qtype("tag_to_movie").start == "Tag"
+    three = path_from_qtype("movie_to_writer_to_movie_to_genre")
+    assert three.labels == ("Movie", "Person", "Movie", "Genre")
+
+
+def test_invalid_paths_are_refused():
+    with pytest.raises(ValueError):
+        RelationPath("Person", (("in_language", "out"),))  # a person has no language edge
+    with pytest.raises(ValueError):
+        path_from_qtype("actor_to_director")
+    with pytest.raises(ValueError):
+        RelationPath.from_key("Movie|directed_by:sideways")
+
+
+# ---- in-memory graph ----
+TOY = [
+    ("Heat", "directed_by", "Michael Mann"),
+    ("Heat", "starred_actors", "Al Pacino"),
+    ("Heat", "starred_actors", "Robert De Niro"),
+    ("Heat", "release_year", "1995"),
+    ("Collateral", "directed_by", "Michael Mann"),
+    ("Collateral", "starred_actors", "Tom Cruise"),
+    ("Collateral", "release_year", "2004"),
+    ("The Irishman", "starred_actors", "Al Pacino"),
+    ("The Irishman", "starred_actors", "Robert De Niro"),
+]
+
+
+def test_memory_graph_queries_and_snapshots():
+    graph = InMemoryGraph(TOY, seq=1)
+    graph.add([("Thief", "directed_by", "Michael Mann")], seq=2)
+    assert graph.run("find_entities_by_name", {"name": "Heat"}) == [
+        {"id": "Movie:Heat", "name": "Heat", "label": "Movie"}
+    ]
+    rows = graph.run("expand_in", {"ids": ["Person:Michael Mann"], "rel": "directed_by"})
+    assert [r["dst"] for r in rows] == ["Movie:Collateral", "Movie:Heat", "Movie:Thief"]
+    pinned = graph.run("expand_in", {"ids": ["Person:Michael Mann"], "rel": "DIRECTED_BY", "max_seq": 1})
+    assert [r["dst_name"] for r in pinned] == ["Collateral", "Heat"]
+    assert [r["id"] for r in graph.run("entities_by_label", {"label": "Year"})] == ["Year:1995", "Year:2004"]
+
+
+# ---- linking ----
+def test_linker_bracket_free_text_normalised_fuzzy_and_vector():
+    graph = InMemoryGraph([*TOY, ("Amélie", "in_language", "French"), ("Heat Wave", "release_year", "1954")])
+    linker = EntityLinker.from_store(graph)
+    assert linker.link("who directed [Heat]").entities[0].id == "Movie:Heat"
+    free = linker.link("Who directed Heat Wave?")
+    assert free.mention == "Heat Wave" and free.entities[0].method == "exact"
+    assert linker.link("what language is amelie in").entities[0].id == "Movie:Amélie"
+    fuzzy = linker.link("movies with [Robert De Nir]").entities[0]
+    assert (fuzzy.id, fuzzy.method) == ("Person:Robert De Niro", "fuzzy")
+    assert linker.link("who directed [Nothing Like It]").entities == ()
+    hooked = EntityLinker(graph, vector_search=lambda text: [("Movie:Heat", 0.7)])
+    assert hooked.link("who directed [The Heat Movie]").entities[0].method == "vector"
+    store_only = EntityLinker(graph)  # no vocabulary: exact names through the store only
+    assert store_only.link("who directed [Collateral]").entities[0].id == "Movie:Collateral"
+
+
+# ---- the classifier and the engine on MetaQA ----
+@pytest.fixture(scope="module")
+def embed():
+    import torch
+
+    from graphs.kgqa.embedder import minilm_embedder
+
+    threads = torch.get_num_threads()
+    # one thread, as served: on a busy 2-core machine a second one makes single-text latency spiky
+    yield minilm_embedder(int8=True, threads=1)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(embed, tmp_path_factory: pytest.TempPathFactory):
+    from graphs.kgqa.train import train
+
+    if not (METAQA / "kb.txt").exists():
+        pytest.skip(f"MetaQA data not at {METAQA}")
+    out = tmp_path_factory.mktemp("kgqa-model")
+    return train(METAQA, out, per_path_limit=25, validation_per_path_limit=25, embed=embed)
+
+
+@pytest.fixture(scope="module")
+def kb_graph() -> InMemoryGraph:
+    if not (METAQA / "kb.txt").exists():
+        pytest.skip(f"MetaQA data not at {METAQA}")
+    return InMemoryGraph.from_kb(METAQA / "kb.txt")
+
+
+@pytest.fixture(scope="module")
+def engine(trained, embed, kb_graph) -> KGQA:
+    return KGQA.from_model_dir(kb_graph, trained.out, embed=embed)
+
+
+@needs_metaqa
+def test_split_is_deterministic_and_disjoint():
+    train = {q.text for h in (1, 2, 3) for q in read_questions(METAQA, h, split="train")}
+    validation = {q.text for h in (1, 2, 3) for q in read_questions(METAQA, h, split="validation")}
+    assert train and validation and not train & validation
+    assert 0.25 < len(validation) / (len(train) + len(validation)) < 0.35
+    assert split_of("what movies did [Tom Hanks] act in") == split_of("what movies did [Tom Hanks] act in")
+
+
+@needs_metaqa
+def test_classifier_on_held_out_questions(trained, embed):
+    assert trained.train_questions <= 49 * 25 and trained.paths == 49
+    assert trained.validation_accuracy >= 0.9
+    classifier = PathClassifier.load(trained.out, embed)
+    held_out = []
+    for hops in (1, 2, 3):
+        seen: dict[str, int] = {}
+        for q in read_questions(METAQA, hops, split="validation"):
+            seen[q.qtype or ""] = seen.get(q.qtype or "", 0) + 1
+            if seen[q.qtype or ""] <= 5:
+                held_out.append(q)
+    predicted = classifier.predict_many([q.text for q in held_out])
+    accuracy = np.mean([p == path_from_qtype(q.qtype or "") for p, q in zip(predicted, held_out, strict=True)])
+    assert accuracy >= 0.9, accuracy
+
+
+@needs_metaqa
+def test_saved_model_is_plain_numpy_and_json(trained, embed):
+    files = sorted(p.name for p in trained.out.iterdir())
+    assert files == ["coef.npy", "intercept.npy", "meta.json"]
+    assert np.load(trained.out / "coef.npy", allow_pickle=False).shape == (49, embed.dimensions)
+
+    class OtherEmbedder:
+        name = "some-other-model/fp32"
+
+        def __call__(self, texts):
+            return np.zeros((len(texts), embed.dimensions), np.float32)
+
+    with pytest.raises(ValueError, match="trained on"):
+        PathClassifier.load(trained.out, OtherEmbedder())
+
+
+def reachable_along_gold_path(graph: InMemoryGraph, question) -> bool:
+    path = path_from_qtype(question.qtype)
+    topic = f"{path.start}:{question.mention}"
+    frontier = {topic}
+    for relation, direction in path.hops:
+        rows = graph.run(f"expand_{direction}", {"ids": sorted(frontier), "rel": relation})
+        frontier = {r["dst"] for r in rows if r["dst"] != topic}
+    return any(n.partition(":")[2] in question.answers for n in frontier)
+
+
+@needs_metaqa
+@pytest.mark.parametrize("hops", [1, 2, 3])
+def test_answers_real_dev_questions_with_facts(engine, kb_graph, hops):
+    kb = set(read_kb(METAQA / "kb.txt"))
+    questions = [
+        q for q in read_questions(METAQA, hops, split="validation")[:40] if reachable_along_gold_path(kb_graph, q)
+    ]
+    for question in questions[:4]:
+        result = engine.answer(question.text)
+        assert result.reason is None, (question.text, result.reason)
+        assert set(result.answers) & set(question.answers), (question.text, result.answers[:5], question.answers)
+        assert result.path == path_from_qtype(question.qtype or "")
+        assert result.linked[0].partition(":")[2] == question.mention
+        assert question.mention not in result.answers  # the topic entity is never its own answer
+        assert 0 < result.confidence <= 1 and result.support == sorted(result.support, reverse=True)
+        assert result.facts and all((f.subject, f.relation, f.object) in kb for f in result.facts)
+        assert len(result.facts) >= hops  # at least one whole supporting path
+
+
+@needs_metaqa
+def test_unknown_entity_gives_no_answer_and_a_reason(engine):
+    result = engine.answer("what movies did [Zzyzx Qwertyuiop] act in")
+    assert result.answers == [] and result.facts == [] and result.linked == []
+    assert "Zzyzx Qwertyuiop" in (result.reason or "")
+    assert engine.answer("   ").reason == "the question is empty"
+
+
+@needs_metaqa
+def test_cypher_in_a_question_is_just_text(engine, kb_graph):
+    before = len(kb_graph)
+    bracketed = engine.answer(f"what movies did [{INJECTION}] act in")
+    assert bracketed.answers == [] and INJECTION in (bracketed.reason or "")
+    # in free text the words around the Cypher still name Tom Hanks; nothing else is read from it
+    free = engine.answer(f"who directed {INJECTION}")
+    assert set(free.linked) <= {"Person:Tom Hanks", "Tag:tom hanks"}
+    assert len(kb_graph) == before
+    assert engine.answer("what movies did [Tom Hanks] act in").answers
+
+
+# ---- the reference graph against the ladybug store ----
+def kb_subset(movies: int = 150) -> list[tuple[str, str, str]]:
+    triples = read_kb(METAQA / "kb.txt")
+    heads = sorted({h for h, _, _ in triples})[1000 : 1000 + movies]
+    keep = set(heads) | {"Heat", "Collateral", "Thief"}
+    return [t for t in triples if t[0] in keep]
+
+
+@pytest.fixture(scope="module")
+def both_stores(tmp_path_factory: pytest.TempPathFactory):
+    pytest.importorskip("ladybug")
+    if not (METAQA / "kb.txt").exists():
+        pytest.skip(f"MetaQA data not at {METAQA}")
+    import time
+
+    from almquist.stores.config import GraphStoreConfig
+    from almquist.stores.graph import Snapshot, open_graph_store
+    from graphs.kgqa.metaqa import write_triples
+
+    triples = kb_subset()
+    path = tmp_path_factory.mktemp("ladybug") / "graph"
+    ladybug = open_graph_store(GraphStoreConfig(path=path, buffer_pool_mb=256, threads=1))
+    write_triples(ladybug, triples, Snapshot("metaqa-subset", 1, "kb.txt", time.time()))
+    yield InMemoryGraph(triples, seq=1), ladybug
+    ladybug.close()
+
+
+@needs_metaqa
+def test_memory_graph_matches_ladybug_on_the_same_queries(both_stores):
+    from almquist.stores.schema import METAQA_RELATIONS, NODE_LABELS
+
+    memory, ladybug = both_stores
+    assert sorted(read_vocabulary(memory)) == sorted(read_vocabulary(ladybug))
+    names = sorted({name for _, name, _ in read_vocabulary(memory)})
+    for query in ("find_entities_by_names",):
+        assert memory.run(query, {"names": names}) == ladybug.run(query, {"names": names})
+    assert memory.run("find_entities_by_name", {"name": "Heat"}) == ladybug.run(
+        "find_entities_by_name", {"name": "Heat"}
+    )
+    movies = [node for node, _, label in memory.entities() if label == "Movie"]
+    for relation, (_, _, dst_label) in METAQA_RELATIONS.items():
+        params = {"ids": movies, "rel": relation}
+        assert memory.run("expand_out", params) == ladybug.run("expand_out", params), relation
+        targets = [node for node, _, label in memory.entities() if label == dst_label]
+        params = {"ids": targets, "rel": relation}
+        assert memory.run("expand_in", params) == ladybug.run("expand_in", params), relation
+    for label in NODE_LABELS:
+        params = {"label": label, "max_seq": 0}  # before the only snapshot: nothing
+        assert memory.run("entities_by_label", params) == ladybug.run("entities_by_label", params) == []
+
+
+@needs_metaqa
+def test_engine_answers_the_same_on_both_stores(both_stores, trained, embed):
+    memory, ladybug = both_stores
+    engines = [KGQA.from_model_dir(store, trained.out, embed=embed) for store in (memory, ladybug)]
+    questions = [
+        "who directed [Heat]",
+        "which movies share the director of [Heat]",
+        "what year did the movies directed by [Michael Mann] come out",
+        f"what movies did [{INJECTION}] act in",
+    ]
+    for question in questions:
+        first, second = (engine.answer(question) for engine in engines)
+        assert (first.answers, first.facts, first.path, first.reason) == (
+            second.answers,
+            second.facts,
+            second.path,
+            second.reason,
+        )
+    assert "Michael Mann" in engines[0].answer(questions[0]).answers
+    counts = ladybug.counts()
+    engines[1].answer(f"who directed {INJECTION}")
+    assert ladybug.counts() == counts
+
+
+@needs_metaqa
+def test_benchmark_runs_end_to_end(trained, capsys):
+    from benchmarks import metaqa
+
+    metaqa.main(
+        [
+            "--questions",
+            str(METAQA),
+            "--limit",
+            "15",
+            "--model",
+            str(trained.out),
+            "--stores",
+            "memory",
+            "--scale-entities",
+            "0",
+            "--latency-questions",
+            "10",
+            "--torch-threads",
+            "1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "Hits@1 memory" in out and "p50 ms" in out
