@@ -161,6 +161,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kb(args: argparse.Namespace) -> int:
+    """Knowledge-base operations run as their own modules, so this package stays below the layers it drives."""
+    env = dict(os.environ)
+    if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode == 0:
+        env.setdefault("RAY_ADDRESS", "auto")  # join the running cluster: its KnowledgeStore actor owns the stores
+    if args.kb_command == "train":
+        command = [sys.executable, "-m", "graphs.kgqa.train", *args.rest]
+    else:
+        command = [sys.executable, "-m", "ingestion", args.kb_command, *args.rest]
+    return subprocess.run(command, env=env).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="almquist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="applications, deployments and replicas (Serve's status)").set_defaults(
         func=cmd_status
     )
+
+    kb = sub.add_parser("kb", help="knowledge base: ingest (metaqa, neo4j-movies), train, snapshots, rollback")
+    kb.add_argument("kb_command", choices=["metaqa", "neo4j-movies", "train", "snapshots", "rollback"])
+    kb.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the command (see its --help)")
+    kb.set_defaults(func=cmd_kb)
 
     for name, func, text in (("ask", cmd_ask, "ask one question, answer streamed"), ("chat", cmd_chat, "talk")):
         p = sub.add_parser(name, help=text)

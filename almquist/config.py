@@ -31,6 +31,11 @@ def resolve_model_ref(ref: str) -> str:
     return str(path)
 
 
+def data_dir() -> Path:
+    """The shared data sets (MetaQA, Neo4j movies): ALMQUIST_DATA_DIR, else `shared/data` beside the checkout."""
+    return Path(os.environ.get("ALMQUIST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
 def default_cache_dir() -> Path:
     """Where converted models are cached (ALMQUIST_CACHE_DIR, else ~/.cache/almquist)."""
     return Path(os.environ.get("ALMQUIST_CACHE_DIR", Path.home() / ".cache" / "almquist"))
@@ -155,6 +160,22 @@ class ConversationConfig(_Strict):
         return value
 
 
+class KGQAConfig(_Strict):
+    """Graph-RAG's question answering: the trained relation-path model and answer limits."""
+
+    model_dir: Path = Field(default_factory=lambda: default_cache_dir() / "kb" / "kgqa")
+    max_answers: int = Field(20, gt=0)
+    cited_answers: int = Field(5, gt=0, description="Facts sent as citations and given to the LLM.")
+    # Below this the engine would answer a different question than the one asked (e.g. co-actors' directors when
+    # the director path has no facts); saying "not found" is better.
+    min_path_probability: float = Field(0.25, ge=0, le=1)
+    max_question_chars: int = Field(1000, gt=0)
+
+
+# The stores' config builds on EmbeddingsConfig above; imported here so AppConfig can hold it.
+from almquist.stores.config import KnowledgeConfig  # noqa: E402
+
+
 class AppConfig(_Strict):
     """`args:` of the `conversation` application: the whole composed graph's configuration."""
 
@@ -162,3 +183,5 @@ class AppConfig(_Strict):
     embeddings: EmbeddingsConfig = Field(default_factory=EmbeddingsConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     conversation: ConversationConfig = Field(default_factory=ConversationConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    kgqa: KGQAConfig = Field(default_factory=KGQAConfig)

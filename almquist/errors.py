@@ -57,6 +57,23 @@ def status_code_of(error: BaseException) -> grpc.StatusCode:
 
 
 def unwrap(error: BaseException) -> BaseException:
-    """The user exception inside a Ray task error, or the error itself."""
-    cause = getattr(error, "cause", None)
-    return cause if isinstance(cause, BaseException) else error
+    """The user exception inside (possibly nested) Ray task errors, or the error itself."""
+    for _ in range(8):  # a call through several deployments/actors nests one RayTaskError per hop
+        cause = getattr(error, "cause", None)
+        if not isinstance(cause, BaseException):
+            break
+        error = cause
+    return error
+
+
+def as_almquist_error(error: BaseException) -> AlmquistError | None:
+    """A plain AlmquistError (the right subclass, its message) for an error raised anywhere downstream, else None.
+
+    Ray re-raises a remote exception as a class deriving from both RayTaskError and the original class; that
+    class cannot be constructed or pickled again, so rebuild the original from its module's own subclass.
+    """
+    cause = unwrap(error)
+    if not isinstance(cause, AlmquistError):
+        return None
+    own = next(c for c in type(cause).__mro__ if issubclass(c, AlmquistError) and c.__module__ == __name__)
+    return own(getattr(cause, "message", None) or str(cause))

@@ -28,6 +28,7 @@ from almquist.errors import (
     InvalidArgument,
     ResourceExhausted,
     Unimplemented,
+    as_almquist_error,
     unwrap,
 )
 from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2
@@ -64,9 +65,9 @@ async def _call(ref: Any) -> Any:
     try:
         return await ref
     except Exception as error:
-        cause = unwrap(error)
-        if isinstance(cause, AlmquistError):
-            raise type(cause)(cause.message) from None
+        ours = as_almquist_error(error)
+        if ours is not None:
+            raise ours from None
         raise
 
 
@@ -96,8 +97,10 @@ class ConversationIngress:
         config: ConversationConfig | dict[str, Any] | None = None,
         default_max_tokens: int = 128,
         max_tokens_limit: int = 1024,
+        knowledge: DeploymentHandle | None = None,
     ) -> None:
         self._router = router
+        self._knowledge = knowledge
         self._config = ConversationConfig.model_validate(config or {})
         self._default_max_tokens = default_max_tokens
         self._max_tokens_limit = max_tokens_limit
@@ -183,6 +186,75 @@ class ConversationIngress:
                 task.cancel()
             await asyncio.gather(reader, worker, return_exceptions=True)
             await self._sessions.release_stream.remote(session.session_id, stream_id)
+
+    # ----- Knowledge service (almquist.v1.Knowledge), served by the same ingress -----
+
+    async def _knowledge_call(self, grpc_context: Any, method: str, *args: Any) -> Any:
+        if self._knowledge is None:
+            _abort(grpc_context, Unimplemented("this application has no knowledge base"))
+        try:
+            return await getattr(self._knowledge, method).remote(*args)
+        except Exception as error:
+            ours = as_almquist_error(error)
+            if ours is not None:
+                _abort(grpc_context, ours)
+            raise
+
+    async def Query(
+        self, request: knowledge_pb2.KnowledgeQuery, grpc_context: Any = None
+    ) -> knowledge_pb2.KnowledgeAnswer:
+        result = await self._knowledge_call(grpc_context, "query", request.question, request.snapshot_id)
+        limit = request.max_citations or len(result.facts)
+        return knowledge_pb2.KnowledgeAnswer(
+            answers=result.answers,
+            citations=[
+                knowledge_pb2.Citation(
+                    source_id=f"{f.subject}|{f.relation}|{f.object}",
+                    title=f.subject,
+                    snippet=f"{f.subject} {f.relation} {f.object}",
+                    path=[f.subject, f.relation, f.object],
+                    snapshot_id=request.snapshot_id,
+                    score=result.confidence,
+                )
+                for f in result.facts[:limit]
+            ],
+            linked_entities=result.linked,
+            snapshot_id=request.snapshot_id,
+        )
+
+    async def Search(
+        self, request: knowledge_pb2.SearchRequest, grpc_context: Any = None
+    ) -> knowledge_pb2.SearchResponse:
+        if not request.text.strip():
+            _abort(grpc_context, InvalidArgument("search text is empty"))
+        hits = await self._knowledge_call(grpc_context, "search", request.text, request.limit, request.kind)
+        return knowledge_pb2.SearchResponse(
+            hits=[knowledge_pb2.SearchHit(id=h["id"], name=h["name"], kind=h["label"], score=h["score"]) for h in hits]
+        )
+
+    async def ListSnapshots(
+        self, request: knowledge_pb2.ListSnapshotsRequest, grpc_context: Any = None
+    ) -> knowledge_pb2.ListSnapshotsResponse:
+        records = await self._knowledge_call(grpc_context, "snapshots")
+        return knowledge_pb2.ListSnapshotsResponse(
+            snapshots=[
+                knowledge_pb2.Snapshot(
+                    snapshot_id=r["snapshot_id"],
+                    source=r.get("source", ""),
+                    created_unix_s=r.get("created_unix_s", 0.0),
+                    items=int(sum(v for v in (r.get("info") or {}).get("created", {}).values()))
+                    if isinstance((r.get("info") or {}).get("created"), dict)
+                    else 0,
+                )
+                for r in reversed(records)
+            ]
+        )
+
+    async def Rollback(
+        self, request: knowledge_pb2.RollbackRequest, grpc_context: Any = None
+    ) -> knowledge_pb2.RollbackResponse:
+        removed = await self._knowledge_call(grpc_context, "rollback", request.snapshot_id)
+        return knowledge_pb2.RollbackResponse(items_removed=int(sum(removed.values())))
 
     # ----- Converse internals -----
 
@@ -376,10 +448,10 @@ def compose(
     """The conversation graph: ingress -> router -> {llm, graph_rag -> llm}, with embeddings for both."""
     embeddings = Embeddings.bind(config.embeddings, embeddings_engine_cls)
     llm = LLMServer.bind(config.llm, llm_engine_cls)
-    graph_rag = GraphRAG.bind(llm, embeddings)
+    graph_rag = GraphRAG.bind(llm, embeddings, config.knowledge, config.kgqa)
     router = Router.bind(llm, graph_rag, embeddings, config.router)
     return ConversationIngress.bind(
-        router, config.conversation, config.llm.default_max_tokens, config.llm.max_tokens_limit
+        router, config.conversation, config.llm.default_max_tokens, config.llm.max_tokens_limit, graph_rag
     )
 
 

@@ -1,31 +1,161 @@
-"""Graph-RAG: answers knowledge questions. PLACEHOLDER until the knowledge issue lands.
+"""Graph-RAG: answers knowledge questions from the movie knowledge graph; the LLM only phrases the answer.
 
-In: a `Turn`. Out: `TokenChunk`s (later also citations). Today it asks the LLM directly with a system prompt that
-says no knowledge graph is connected, so answers are the model's own. The handles it will need (LLM and
-embeddings) are already wired by `.bind()` in graphs/conversation.py, so the knowledge issue only replaces
-`answer()`'s body with entity linking, Cypher retrieval and grounded generation.
+In: a `Turn`. Out: `Citation`s (the graph facts behind the answer), then `TokenChunk`s. The answer set comes from
+`graphs.kgqa.KGQA`: entity linking (exact, normalised, fuzzy name match, then vector search over entity names),
+a learned relation-path classifier, and hop-by-hop parameterised Cypher through the `KnowledgeStore` actor (the
+one process that owns the embedded stores). When the graph has no answer, the turn says so instead of guessing.
+Also serves the `Knowledge` gRPC methods' work: `query`, `search`, snapshots and rollback.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
 
+import ray
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from actors.knowledge_store import get_knowledge_store
+from almquist.config import KGQAConfig
+from almquist.errors import FailedPrecondition, InvalidArgument
+from almquist.stores.config import KnowledgeConfig
 from deployments.llm.engine import TokenChunk
-from graphs.turn import Turn
+from graphs.kgqa.answer import KGQA, KGQAResult
+from graphs.turn import Citation, Turn
 
-UNGROUNDED_NOTE = " No knowledge base is connected yet: answer from what you know, briefly, and do not invent sources."
+UNGROUNDED_NOTE = (
+    " The knowledge graph is not loaded on this deployment: answer from what you know, briefly, and do not invent"
+    " sources."
+)
+GROUNDED_NOTE = (
+    " Answer the user's question in one or two sentences using only the facts and the answer given below."
+    " Do not add names, dates or titles that are not in them."
+)
 
 
-@serve.deployment(name="GraphRAG", ray_actor_options={"num_cpus": 0.1})
+class ActorQueryRunner:
+    """The `run(query_name, params)` of the KnowledgeStore actor, callable from KGQA's synchronous code."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def run(self, query_name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return ray.get(self._store.run.remote(query_name, dict(params or {})))
+
+
+def facts_prompt(result: KGQAResult, limit: int) -> str:
+    facts = "\n".join(f"- {f.subject} {f.relation.replace('_', ' ')} {f.object}" for f in result.facts[:limit])
+    return f"Facts from the knowledge graph:\n{facts}\nAnswer: {', '.join(result.answers[:limit])}."
+
+
+def citations_of(result: KGQAResult, limit: int) -> list[Citation]:
+    return [
+        Citation(
+            source_id=f"{fact.subject}|{fact.relation}|{fact.object}",
+            title=fact.subject,
+            snippet=f"{fact.subject} {fact.relation} {fact.object}",
+            path=(fact.subject, fact.relation, fact.object),
+            score=result.confidence,
+        )
+        for fact in result.facts[:limit]
+    ]
+
+
+@serve.deployment(name="GraphRAG", ray_actor_options={"num_cpus": 0.25})
 class GraphRAG:
-    def __init__(self, llm: DeploymentHandle, embeddings: DeploymentHandle) -> None:
+    def __init__(
+        self,
+        llm: DeploymentHandle,
+        embeddings: DeploymentHandle,
+        knowledge: KnowledgeConfig | dict | None = None,
+        kgqa: KGQAConfig | dict | None = None,
+    ) -> None:
         self._llm = llm
         self._embeddings = embeddings
+        self._knowledge = KnowledgeConfig.model_validate(knowledge or {})
+        self._config = KGQAConfig.model_validate(kgqa or {})
+        self._store = get_knowledge_store(self._knowledge)
+        self._runner = ActorQueryRunner(self._store)
+        self._engines: dict[int | None, KGQA] = {}
+        self._lock = asyncio.Lock()
 
-    async def answer(self, turn: Turn) -> AsyncIterator[TokenChunk]:
-        request = turn.generation_request(turn.system_prompt + UNGROUNDED_NOTE)
+    async def _engine(self, max_seq: int | None = None) -> KGQA:
+        """The KGQA engine for a snapshot pin (None = everything committed), loaded on first use."""
+        async with self._lock:
+            if max_seq not in self._engines:
+                model_dir = Path(self._config.model_dir).expanduser()
+                if not (model_dir / "meta.json").exists():
+                    raise FailedPrecondition(f"no relation-path model in {model_dir}: run `almquist kb train` first")
+                if not await self._store.list_snapshots.remote():
+                    raise FailedPrecondition("the knowledge base is empty: run `almquist kb metaqa` first")
+                self._engines[max_seq] = await asyncio.to_thread(
+                    KGQA.from_model_dir,
+                    self._runner,
+                    model_dir,
+                    max_seq=max_seq,
+                    max_answers=self._config.max_answers,
+                    cited_answers=self._config.cited_answers,
+                    min_path_probability=self._config.min_path_probability,
+                )
+        return self._engines[max_seq]
+
+    async def _pin(self, snapshot_id: str) -> int | None:
+        if not snapshot_id:
+            return None
+        for record in await self._store.list_snapshots.remote():
+            if record["snapshot_id"] == snapshot_id:
+                return int(record["seq"])
+        raise InvalidArgument(f"unknown snapshot {snapshot_id!r}; list them with `almquist kb snapshots`")
+
+    async def query(self, question: str, snapshot_id: str = "") -> KGQAResult:
+        if not question or not question.strip():
+            raise InvalidArgument("the question is empty")
+        if len(question) > self._config.max_question_chars:
+            raise InvalidArgument(
+                f"the question has {len(question)} characters; the limit is {self._config.max_question_chars}"
+            )
+        engine = await self._engine(await self._pin(snapshot_id))
+        return await asyncio.to_thread(engine.answer, question)
+
+    async def answer(self, turn: Turn) -> AsyncIterator[Citation | TokenChunk]:
+        try:
+            result = await self.query(turn.text)
+        except FailedPrecondition:
+            # No knowledge base yet (`almquist kb metaqa` + `almquist kb train` load one): the model answers alone
+            # and is told so, rather than the turn failing.
+            request = turn.generation_request(turn.system_prompt + UNGROUNDED_NOTE)
+            async for chunk in self._llm.options(stream=True).generate.remote(request):
+                yield chunk
+            return
+        if not result.answers:
+            yield TokenChunk(
+                token_id=-1,
+                text=f"I couldn't find that in my knowledge graph: {result.reason}.",
+                index=0,
+                finish_reason="stop",
+            )
+            return
+        for citation in citations_of(result, self._config.cited_answers):
+            yield citation
+        request = turn.generation_request(
+            turn.system_prompt + GROUNDED_NOTE + "\n" + facts_prompt(result, self._config.cited_answers)
+        )
         async for chunk in self._llm.options(stream=True).generate.remote(request):
             yield chunk
+
+    async def search(self, text: str, limit: int = 10, kind: str = "") -> list[dict[str, Any]]:
+        [vector] = await self._embeddings.embed.remote([text])
+        hits = await self._store.search.remote(vector, limit or 10, kind or None)
+        return [{"id": h.id, "name": h.name, "label": h.label, "score": h.score} for h in hits]
+
+    async def snapshots(self) -> list[dict[str, Any]]:
+        return await self._store.list_snapshots.remote()
+
+    async def rollback(self, snapshot_id: str) -> dict[str, int]:
+        removed = await self._store.rollback.remote(snapshot_id)
+        async with self._lock:
+            self._engines.clear()  # the vocabulary changed
+        return removed

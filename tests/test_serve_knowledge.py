@@ -1,0 +1,49 @@
+"""The Knowledge gRPC service on the deployed local profile (served by the conversation ingress).
+
+The Serve tests run with an empty knowledge base (loading MetaQA is minutes on 2 cores): these check the service's
+wiring and its answers while nothing is loaded. Grounded answers are covered in tests/test_kgqa.py.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from almquist.v1 import knowledge_pb2, knowledge_pb2_grpc
+
+pytestmark = pytest.mark.serve
+METADATA = (("application", "conversation"),)
+
+
+@pytest.fixture(scope="module")
+def knowledge(serve_stack):
+    channel = grpc.insecure_channel(serve_stack.target)
+    yield knowledge_pb2_grpc.KnowledgeStub(channel)
+    channel.close()
+
+
+def test_snapshots_of_an_empty_knowledge_base(knowledge):
+    response = knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=METADATA, timeout=120)
+    assert list(response.snapshots) == []
+
+
+def test_query_before_loading_says_what_to_run(knowledge):
+    with pytest.raises(grpc.RpcError) as caught:
+        knowledge.Query(knowledge_pb2.KnowledgeQuery(question="who directed [Inception]"), metadata=METADATA)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "almquist kb" in caught.value.details()
+
+
+@pytest.mark.parametrize(
+    ("call", "request_message", "code"),
+    [
+        ("Query", knowledge_pb2.KnowledgeQuery(question=""), grpc.StatusCode.INVALID_ARGUMENT),
+        ("Query", knowledge_pb2.KnowledgeQuery(question="x" * 5000), grpc.StatusCode.INVALID_ARGUMENT),
+        ("Search", knowledge_pb2.SearchRequest(text="  "), grpc.StatusCode.INVALID_ARGUMENT),
+        ("Rollback", knowledge_pb2.RollbackRequest(snapshot_id="s999999-nope"), grpc.StatusCode.NOT_FOUND),
+    ],
+)
+def test_bad_knowledge_requests(knowledge, call, request_message, code):
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(knowledge, call)(request_message, metadata=METADATA, timeout=120)
+    assert caught.value.code() == code, caught.value.details()
