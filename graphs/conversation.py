@@ -82,6 +82,12 @@ def citation_proto(citation: Citation) -> knowledge_pb2.Citation:
     )
 
 
+def _snapshot_items(record: dict[str, Any]) -> int:
+    """Nodes and edges an ingestion snapshot created (its last run's report)."""
+    last = (record.get("info") or {}).get("last_run") or {}
+    return int(last.get("created_nodes", 0)) + int(last.get("created_edges", 0))
+
+
 def _abort(grpc_context: Any, error: AlmquistError) -> None:
     """Ends the RPC with the error's status; Serve keeps the code when the exception propagates."""
     grpc_context.set_code(error.code)
@@ -242,9 +248,7 @@ class ConversationIngress:
                     snapshot_id=r["snapshot_id"],
                     source=r.get("source", ""),
                     created_unix_s=r.get("created_unix_s", 0.0),
-                    items=int(sum(v for v in (r.get("info") or {}).get("created", {}).values()))
-                    if isinstance((r.get("info") or {}).get("created"), dict)
-                    else 0,
+                    items=_snapshot_items(r),
                 )
                 for r in reversed(records)
             ]

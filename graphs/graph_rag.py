@@ -89,7 +89,7 @@ class GraphRAG:
                 model_dir = Path(self._config.model_dir).expanduser()
                 if not (model_dir / "meta.json").exists():
                     raise FailedPrecondition(f"no relation-path model in {model_dir}: run `almquist kb train` first")
-                if not await self._store.list_snapshots.remote():
+                if await self._store.latest_committed_seq.remote() is None:
                     raise FailedPrecondition("the knowledge base is empty: run `almquist kb metaqa` first")
                 self._engines[max_seq] = await asyncio.to_thread(
                     KGQA.from_model_dir,
