@@ -14,7 +14,13 @@ from graphs.kgqa.memory import read_kb
 from graphs.kgqa.metaqa import read_questions, split_of
 
 METAQA = data_dir() / "metaqa"
-needs_metaqa = pytest.mark.skipif(not (METAQA / "kb.txt").exists(), reason=f"MetaQA data not at {METAQA}")
+@pytest.fixture
+def metaqa_present() -> None:
+    """The MetaQA data set is part of the test inputs: missing data fails loudly, it never skips."""
+    assert (METAQA / "kb.txt").exists(), f"MetaQA data not at {METAQA}: set ALMQUIST_DATA_DIR"
+
+
+needs_metaqa = pytest.mark.usefixtures("metaqa_present")
 INJECTION = 'Tom Hanks"}) MATCH (n) DETACH DELETE n //'
 
 
@@ -101,7 +107,7 @@ def trained(embed, tmp_path_factory: pytest.TempPathFactory):
     from graphs.kgqa.train import train
 
     if not (METAQA / "kb.txt").exists():
-        pytest.skip(f"MetaQA data not at {METAQA}")
+        pytest.fail(f"MetaQA data not at {METAQA}: set ALMQUIST_DATA_DIR")
     out = tmp_path_factory.mktemp("kgqa-model")
     return train(METAQA, out, per_path_limit=25, validation_per_path_limit=25, embed=embed)
 
@@ -109,7 +115,7 @@ def trained(embed, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def kb_graph() -> InMemoryGraph:
     if not (METAQA / "kb.txt").exists():
-        pytest.skip(f"MetaQA data not at {METAQA}")
+        pytest.fail(f"MetaQA data not at {METAQA}: set ALMQUIST_DATA_DIR")
     return InMemoryGraph.from_kb(METAQA / "kb.txt")
 
 
@@ -219,9 +225,8 @@ def kb_subset(movies: int = 150) -> list[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def both_stores(tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("ladybug")
     if not (METAQA / "kb.txt").exists():
-        pytest.skip(f"MetaQA data not at {METAQA}")
+        pytest.fail(f"MetaQA data not at {METAQA}: set ALMQUIST_DATA_DIR")
     import time
 
     from almquist.stores.config import GraphStoreConfig
