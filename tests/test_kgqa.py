@@ -14,6 +14,8 @@ from graphs.kgqa.memory import read_kb
 from graphs.kgqa.metaqa import read_questions, split_of
 
 METAQA = data_dir() / "metaqa"
+
+
 @pytest.fixture
 def metaqa_present() -> None:
     """The MetaQA data set is part of the test inputs: missing data fails loudly, it never skips."""
