@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ray import serve
@@ -35,7 +35,7 @@ from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2
 from deployments.embeddings import Embeddings
 from deployments.llm.engine import ChatMessage, TokenChunk
 from deployments.llm.server import LLMServer
-from graphs.graph_rag import GraphRAG
+from graphs.graph_rag import GraphRAG, citations_of
 from graphs.router import Router
 from graphs.turn import Citation, RouteDecision, Turn
 
@@ -214,15 +214,8 @@ class ConversationIngress:
         return knowledge_pb2.KnowledgeAnswer(
             answers=result.answers,
             citations=[
-                knowledge_pb2.Citation(
-                    source_id=f"{f.subject}|{f.relation}|{f.object}",
-                    title=f.subject,
-                    snippet=f"{f.subject} {f.relation} {f.object}",
-                    path=[f.subject, f.relation, f.object],
-                    snapshot_id=request.snapshot_id,
-                    score=result.confidence,
-                )
-                for f in result.facts[:limit]
+                citation_proto(replace(citation, snapshot_id=request.snapshot_id))
+                for citation in citations_of(result, limit)
             ],
             linked_entities=result.linked,
             snapshot_id=request.snapshot_id,
