@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,35 +75,23 @@ class VectorStore:
 
     def missing(self, collection: str, ids: Sequence[str]) -> list[str]:
         """The ids among `ids` that have no point yet (all of them if the collection does not exist)."""
-        if not self._client.collection_exists(collection):
-            return list(dict.fromkeys(ids))
-        present: set[str] = set()
         unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), _RETRIEVE_CHUNK):
-            points = self._client.retrieve(
-                collection,
-                ids=[point_id(i) for i in unique[start : start + _RETRIEVE_CHUNK]],
-                with_payload=["id"],
-                with_vectors=False,
-            )
-            present.update(p.payload["id"] for p in points if p.payload)
+        present = {p.payload["id"] for p in self._retrieve(collection, unique, with_vectors=False)}
         return [i for i in unique if i not in present]
 
     def vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vector of each id that has one."""
+        points = self._retrieve(collection, list(dict.fromkeys(ids)), with_vectors=True)
+        return {p.payload["id"]: np.asarray(p.vector, dtype=np.float32) for p in points}
+
+    def _retrieve(self, collection: str, ids: list[str], with_vectors: bool) -> Iterator[Any]:
+        """The stored points of `ids` (with an `id` payload), fetched in chunks; none if there is no collection."""
         if not self._client.collection_exists(collection):
-            return {}
-        found: dict[str, np.ndarray] = {}
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), _RETRIEVE_CHUNK):
-            points = self._client.retrieve(
-                collection,
-                ids=[point_id(i) for i in unique[start : start + _RETRIEVE_CHUNK]],
-                with_payload=["id"],
-                with_vectors=True,
-            )
-            found.update({p.payload["id"]: np.asarray(p.vector, dtype=np.float32) for p in points if p.payload})
-        return found
+            return
+        for start in range(0, len(ids), _RETRIEVE_CHUNK):
+            chunk = [point_id(i) for i in ids[start : start + _RETRIEVE_CHUNK]]
+            points = self._client.retrieve(collection, ids=chunk, with_payload=["id"], with_vectors=with_vectors)
+            yield from (p for p in points if p.payload)
 
     def upsert(
         self,
