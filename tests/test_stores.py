@@ -62,7 +62,7 @@ class Reference:
         index = self.out if direction == "out" else self.into
         rows = [
             {"src": s, "dst": d, "dst_name": self.nodes[d][0], "dst_label": self.nodes[d][1]}
-            for s in ids
+            for s in set(ids)  # a node matches once however often the list names it
             for d in index.get((s, rel), ())
         ]
         return sorted(rows, key=lambda r: (r["src"], r["dst"]))
@@ -121,6 +121,12 @@ def check_queries(store: Any, ref: Reference) -> None:
         assert store.run("expand_out", {"ids": movies, "rel": metaqa}) == ref.expand(movies, rel, "out")
         targets = sorted({row["dst"] for row in ref.expand(movies, rel, "out")})
         assert store.run("expand_in", {"ids": targets, "rel": rel}) == ref.expand(targets, rel, "in")
+        # small frontiers take the per-id form on ladybug: same rows, same order, unknown and repeated ids included
+        for few in (movies[:1], [movies[3], "Movie:missing", movies[1], movies[3]], ["nolabel", "Year:1999"]):
+            assert store.run("expand_out", {"ids": few, "rel": rel}) == ref.expand(few, rel, "out")
+        assert store.run("expand_in", {"ids": targets[:2], "rel": rel}) == ref.expand(targets[:2], rel, "in")
+        every = ref.expand(sorted(ref.nodes), rel, "out")
+        assert store.run("edges_of_type", {"rel": rel}) == [{"src": r["src"], "dst": r["dst"]} for r in every]
     sample = movies[:3] + people[:3]
     found = store.run("neighbors", {"ids": sample})
     assert sorted(tuple(r[k] for k in QUERIES["neighbors"].returns) for r in found) == ref.neighbors(sample)

@@ -7,17 +7,21 @@ table per relationship type (a type that connects several label pairs gets one `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from almquist.errors import FailedPrecondition
 from almquist.stores.config import GraphStoreConfig
 from almquist.stores.cypher_store import CypherGraphStore, Run
-from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS, SNAPSHOT_LABEL
+from almquist.stores.queries import bind
+from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS, SNAPSHOT_LABEL, label_of
 
 T = TypeVar("T")
 
 _STAMP = "snapshot_id STRING, snapshot_seq INT64"
+# Up to this many source ids, `expand_*` runs its `_by_id` statement once per id (key index, ~0.5 ms each) instead
+# of one `IN` list (a label-table scan, ~3 ms); measured on the full MetaQA KB.
+SMALL_FRONTIER = 4
 
 
 def schema_statements() -> list[str]:
@@ -57,6 +61,19 @@ class LadybugGraphStore(CypherGraphStore):
             ) from error
         self._conn = ladybug.Connection(self._db)
         self.ensure_schema()
+
+    def run(self, query_name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        if query_name in ("expand_out", "expand_in"):
+            _, _, values = bind(query_name, params, self.backend)  # checks the parameters once, for both forms
+            ids = sorted(set(values["ids"]))
+            if len(ids) <= SMALL_FRONTIER:
+                rows: list[dict[str, Any]] = []
+                for id_ in ids:
+                    if label_of(id_) in NODE_LABELS:  # any other id names no node: no rows, as with `IN`
+                        by_id = {"id": id_, "label": label_of(id_), "rel": params["rel"], "max_seq": values["max_seq"]}
+                        rows += super().run(f"{query_name}_by_id", by_id)
+                return rows  # per id in id order, each ordered by dst: the `ORDER BY src, dst` of the list form
+        return super().run(query_name, params)
 
     def ensure_schema(self) -> None:
         def work(run: Run) -> None:

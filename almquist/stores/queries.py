@@ -158,6 +158,61 @@ ORDER BY src, dst""",
         inline={"rel": _REL_NAMES},
         returns=("src", "dst", "dst_name", "dst_label"),
     ),
+    # One source node: the key index answers `s.id = $id` where `s.id IN $ids` scans the label table (ladybug:
+    # ~0.5 ms against ~3 ms), so a backend runs these per id for small frontiers. Ladybug's planner needs the
+    # source's label for the index; the id carries it.
+    NamedQuery(
+        "expand_out_by_id",
+        f"""
+MATCH (s:Entity {{id: $id}})-[r:{{{{rel}}}}]->(d:Entity)
+WHERE {_seen("s", "r", "d")}
+RETURN s.id AS src, d.id AS dst, d.name AS dst_name, {_neo4j_label("d")} AS dst_label
+ORDER BY dst""",
+        ladybug=f"""
+MATCH (s:{{{{label}}}} {{id: $id}})-[r:{{{{rel}}}}]->(d)
+WHERE {_seen("s", "r", "d")}
+RETURN s.id AS src, d.id AS dst, d.name AS dst_name, label(d) AS dst_label
+ORDER BY dst""",
+        params={"id": "str", "label": "label", "rel": "rel", "max_seq": "int"},
+        inline={"rel": _REL_NAMES, "label": NODE_LABELS},
+        public=False,
+        returns=("src", "dst", "dst_name", "dst_label"),
+    ),
+    NamedQuery(
+        "expand_in_by_id",
+        f"""
+MATCH (s:Entity {{id: $id}})<-[r:{{{{rel}}}}]-(d:Entity)
+WHERE {_seen("s", "r", "d")}
+RETURN s.id AS src, d.id AS dst, d.name AS dst_name, {_neo4j_label("d")} AS dst_label
+ORDER BY dst""",
+        ladybug=f"""
+MATCH (s:{{{{label}}}} {{id: $id}})<-[r:{{{{rel}}}}]-(d)
+WHERE {_seen("s", "r", "d")}
+RETURN s.id AS src, d.id AS dst, d.name AS dst_name, label(d) AS dst_label
+ORDER BY dst""",
+        params={"id": "str", "label": "label", "rel": "rel", "max_seq": "int"},
+        inline={"rel": _REL_NAMES, "label": NODE_LABELS},
+        public=False,
+        returns=("src", "dst", "dst_name", "dst_label"),
+    ),
+    # every edge of one type, paged: what the graph algorithms (PageRank, communities) are computed over
+    NamedQuery(
+        "edges_of_type",
+        f"""
+MATCH (s:Entity)-[r:{{{{rel}}}}]->(d:Entity)
+WHERE {_seen("s", "r", "d")}
+RETURN s.id AS src, d.id AS dst
+ORDER BY src, dst SKIP $skip LIMIT $limit""",
+        ladybug=f"""
+MATCH (s)-[r:{{{{rel}}}}]->(d)
+WHERE {_seen("s", "r", "d")}
+RETURN s.id AS src, d.id AS dst
+ORDER BY src, dst SKIP $skip LIMIT $limit""",
+        params={"rel": "rel", "max_seq": "int", "skip": "int", "limit": "int"},
+        defaults={"skip": 0, "limit": 100_000},
+        inline={"rel": _REL_NAMES},
+        returns=("src", "dst"),
+    ),
     NamedQuery(
         "neighbors",
         f"""
