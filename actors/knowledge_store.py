@@ -94,6 +94,14 @@ class KnowledgeStore:
         committed = [r.snapshot.seq for r in self._records.values() if r.status == "committed"]
         return max(committed) if committed else None
 
+    def committed_view(self) -> tuple[int | None, int]:
+        """(latest committed seq, snapshots rolled back so far): a reader's cache key for what it may see.
+
+        The seq alone would miss a rollback of an older snapshot, which changes what every later seq sees.
+        """
+        rolled_back = sum(1 for r in self._records.values() if r.status == "rolled_back")
+        return self.latest_committed_seq(), rolled_back
+
     # ---- snapshots ----
     def begin_snapshot(self, source: str, fingerprint: str = "") -> Snapshot:
         """A new open snapshot; its seq is above every snapshot ever recorded (rolled back ones included)."""

@@ -35,6 +35,8 @@ GROUNDED_NOTE = (
     " Do not add names, dates or titles that are not in them."
 )
 
+MAX_ENGINES = 4  # KGQA engines (one per snapshot seq asked about) a replica keeps
+
 
 class ActorQueryRunner:
     """The `run(query_name, params)` of the KnowledgeStore actor, callable from KGQA's synchronous code."""
@@ -79,28 +81,37 @@ class GraphRAG:
         self._config = KGQAConfig.model_validate(kgqa or {})
         self._store = get_knowledge_store(self._knowledge)
         self._runner = ActorQueryRunner(self._store)
-        self._engines: dict[int | None, KGQA] = {}
+        self._engines: dict[tuple[int, int], KGQA] = {}  # by committed_view, oldest first
         self._lock = asyncio.Lock()
 
     async def _engine(self, max_seq: int | None = None) -> KGQA:
-        """The KGQA engine for a snapshot pin (None = everything committed), loaded on first use."""
+        """The KGQA engine for a snapshot pin, loaded on first use; unpinned means the latest committed snapshot.
+
+        Pinning unpinned questions to the latest commit keeps a running ingestion's half-written batches out of
+        answers, and a new commit (or a rollback) gives a new engine whose linker knows the new vocabulary.
+        """
+        model_dir = Path(self._config.model_dir).expanduser()
+        if not (model_dir / "meta.json").exists():
+            raise FailedPrecondition(f"no relation-path model in {model_dir}: run `almquist kb train` first")
+        latest, rolled_back = await self._store.committed_view.remote()
+        if latest is None:
+            raise FailedPrecondition("the knowledge base is empty: run `almquist kb metaqa` first")
+        seq = latest if max_seq is None else min(max_seq, latest)
+        key = (seq, rolled_back)
         async with self._lock:
-            if max_seq not in self._engines:
-                model_dir = Path(self._config.model_dir).expanduser()
-                if not (model_dir / "meta.json").exists():
-                    raise FailedPrecondition(f"no relation-path model in {model_dir}: run `almquist kb train` first")
-                if await self._store.latest_committed_seq.remote() is None:
-                    raise FailedPrecondition("the knowledge base is empty: run `almquist kb metaqa` first")
-                self._engines[max_seq] = await asyncio.to_thread(
+            if key not in self._engines:
+                self._engines[key] = await asyncio.to_thread(
                     KGQA.from_model_dir,
                     self._runner,
                     model_dir,
-                    max_seq=max_seq,
+                    max_seq=seq,
                     max_answers=self._config.max_answers,
                     cited_answers=self._config.cited_answers,
                     min_path_probability=self._config.min_path_probability,
                 )
-        return self._engines[max_seq]
+                while len(self._engines) > MAX_ENGINES:  # each holds a vocabulary: keep the newest few
+                    del self._engines[next(iter(self._engines))]
+            return self._engines[key]
 
     async def _pin(self, snapshot_id: str) -> int | None:
         if not snapshot_id:
@@ -155,7 +166,4 @@ class GraphRAG:
         return await self._store.list_snapshots.remote()
 
     async def rollback(self, snapshot_id: str) -> dict[str, int]:
-        removed = await self._store.rollback.remote(snapshot_id)
-        async with self._lock:
-            self._engines.clear()  # the vocabulary changed
-        return removed
+        return await self._store.rollback.remote(snapshot_id)  # the next question sees a new committed_view
