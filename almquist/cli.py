@@ -49,8 +49,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     schema = runtime.load_profile(args.profile, grpc_port=args.grpc_port, http_port=args.http_port)
     head = [_ray_bin(), "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1"]
-    if args.num_cpus:
-        head += ["--num-cpus", str(args.num_cpus)]
+    # Logical CPUs, not cores: the local profile's replicas reserve ~1.6 and the knowledge job ~1 more, so a 2-core
+    # laptop declares 4 and lets them share the cores rather than leave the job pending.
+    head += ["--num-cpus", str(args.num_cpus or max(4, os.cpu_count() or 1))]
     if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode != 0:
         console.print(f"[bold]Starting Ray[/] ({' '.join(head[1:])})")
         subprocess.run(head, check=True, stdout=subprocess.DEVNULL)
@@ -65,9 +66,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         table.add_row(name, address)
     out.print(table)
     target = runtime.endpoints(schema)["gRPC (Serve proxy)"]
-    out.print(f'Talk to it:  almquist ask "Who directed Inception?" --target {target}')
-    out.print("             almquist chat    |   almquist status   |   almquist down")
+    if args.kb:
+        _bootstrap_knowledge(schema, args.kb_lines)
+    out.print(f'Talk to it:  almquist ask "Who directed [Inception]?" --target {target}')
+    out.print("             almquist chat    |   almquist status   |   almquist kb stats   |   almquist down")
     return 0 if status else 1
+
+
+def _bootstrap_knowledge(schema: Any, lines: int | None) -> None:
+    """Fills an empty knowledge base from MetaQA in a Ray job; a loaded one is checked and left (seconds)."""
+    from almquist import runtime
+
+    job_id, what = runtime.submit_knowledge_job(schema, runtime.endpoints(schema)["Ray dashboard"], limit=lines)
+    if job_id is None:
+        console.print(f"[yellow]Knowledge base[/]: {what}")
+        return
+    console.print(
+        f"[bold]Knowledge base[/]: {what} as Ray job {job_id} (train the path model if missing, then ingest MetaQA;"
+        " the first time takes minutes on a laptop, answers are ungrounded until it commits).\n"
+        f"  Follow it: ray job logs -f {job_id}   (or the dashboard's Jobs tab)"
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -161,8 +179,85 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _kb_tool_parser(name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"almquist kb {name}", description=help_text)
+    parser.add_argument("--target", default=os.environ.get("ALMQUIST_TARGET", DEFAULT_TARGET))
+    parser.add_argument("--snapshot", default="", help="snapshot id to pin (default: the latest committed)")
+    return parser
+
+
+def _ranked_table(title: str, entities: Any) -> Table:
+    table = Table(title=title)
+    for column in ("#", "id", "kind", "PageRank"):
+        table.add_column(column, justify="right" if column in ("#", "PageRank") else "left")
+    for rank, entity in enumerate(entities, 1):
+        table.add_row(str(rank), entity.id, entity.kind, f"{entity.score:.6f}")
+    return table
+
+
+def kb_influential(argv: list[str]) -> int:
+    parser = _kb_tool_parser("influential", "the most influential entities by PageRank over the people-movie graph")
+    parser.add_argument("--label", default="Person", help="entities of this label (Person, Movie, ...)")
+    parser.add_argument("--limit", type=_positive, default=10)
+    args = parser.parse_args(argv)
+    with Client(args.target) as client:
+        response = client.influential(args.label, args.limit, args.snapshot)
+    out.print(_ranked_table(f"Most influential ({args.label}, PageRank)", response.entities))
+    return 0
+
+
+def kb_community(argv: list[str]) -> int:
+    parser = _kb_tool_parser("community", "the Louvain community of an entity, or the largest communities")
+    parser.add_argument("entity_id", nargs="?", default="", help="e.g. 'Person:Tom Hanks'; omit for the largest")
+    parser.add_argument("--label", default="", help="list only members of this label")
+    parser.add_argument("--limit", type=_positive, default=10, help="top members per community")
+    parser.add_argument("--communities", type=_positive, default=5, help="how many communities without an entity")
+    args = parser.parse_args(argv)
+    with Client(args.target) as client:
+        response = client.community(args.entity_id, args.limit, args.label, args.communities, args.snapshot)
+    for community in response.communities:
+        title = f"Community #{community.index} of {response.total}: {community.size} entities (top by PageRank)"
+        out.print(_ranked_table(title, community.members))
+    return 0
+
+
+def kb_path(argv: list[str]) -> int:
+    parser = _kb_tool_parser("path", "a shortest path between two entities (any relationship, either direction)")
+    parser.add_argument("src_id")
+    parser.add_argument("dst_id")
+    parser.add_argument("--max-hops", type=_positive, default=3)
+    args = parser.parse_args(argv)
+    with Client(args.target) as client:
+        response = client.shortest_path(args.src_id, args.dst_id, args.max_hops, args.snapshot)
+    if not response.found:
+        out.print(f"No path from {args.src_id} to {args.dst_id} within {args.max_hops} hops.")
+        return 1
+    table = Table(title=f"Shortest path ({len(response.relations)} hops)")
+    for column in ("step", "id", "via"):
+        table.add_column(column)
+    for step, node_id in enumerate(response.ids):
+        table.add_row(str(step), node_id, response.relations[step - 1] if step else "")
+    out.print(table)
+    return 0
+
+
+KB_TOOLS = {"influential": kb_influential, "community": kb_community, "path": kb_path}  # over gRPC, no Ray
+
+
 def cmd_kb(args: argparse.Namespace) -> int:
     """Knowledge-base operations run as their own modules, so this package stays below the layers it drives."""
+    if args.kb_command in KB_TOOLS:
+        try:
+            return KB_TOOLS[args.kb_command](args.rest)
+        except grpc.RpcError as error:
+            return _rpc_error(error)
     env = dict(os.environ)
     if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode == 0:
         env.setdefault("RAY_ADDRESS", "auto")  # join the running cluster: its KnowledgeStore actor owns the stores
@@ -181,8 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--profile", default="local", help="profile name in serve_config/ or a YAML path")
     up.add_argument("--grpc-port", type=int, default=None)
     up.add_argument("--http-port", type=int, default=None)
-    up.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the Ray head")
+    up.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the Ray head (default: cores, >= 4)")
     up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for RUNNING")
+    up.add_argument(
+        "--no-kb", dest="kb", action="store_false", help="don't load MetaQA into an empty knowledge base on start"
+    )
+    up.add_argument("--kb-lines", type=int, default=None, help="load only the first N lines of kb.txt (a quick demo)")
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("down", help="stop Serve and Ray").set_defaults(func=cmd_down)
@@ -190,8 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_status
     )
 
-    kb = sub.add_parser("kb", help="knowledge base: ingest (metaqa, neo4j-movies), train, snapshots, rollback")
-    kb.add_argument("kb_command", choices=["metaqa", "neo4j-movies", "train", "snapshots", "rollback"])
+    kb = sub.add_parser(
+        "kb", help="knowledge base: ingest (metaqa, neo4j-movies), train, snapshots, rollback, stats; graph tools"
+    )
+    kb.add_argument(
+        "kb_command", choices=["metaqa", "neo4j-movies", "train", "snapshots", "rollback", "stats", *KB_TOOLS]
+    )
     kb.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the command (see its --help)")
     kb.set_defaults(func=cmd_kb)
 

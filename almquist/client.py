@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from almquist.v1 import conversation_pb2, conversation_pb2_grpc
+from almquist.v1 import conversation_pb2, conversation_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 
 DEFAULT_TARGET = "localhost:9000"
 APPLICATION = "conversation"
@@ -31,6 +31,7 @@ class Client:
     def __post_init__(self) -> None:
         self._channel = grpc.insecure_channel(self.target)
         self.stub = conversation_pb2_grpc.ConversationStub(self._channel)
+        self.knowledge = knowledge_pb2_grpc.KnowledgeStub(self._channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -52,6 +53,26 @@ class Client:
             text=text, session_id=session_id, personality=personality, max_tokens=max_tokens
         )
         yield from self.stub.AskStream(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def influential(self, label: str = "", limit: int = 0, snapshot_id: str = "") -> knowledge_pb2.InfluentialResponse:
+        request = knowledge_pb2.InfluentialRequest(label=label, limit=limit, snapshot_id=snapshot_id)
+        return self.knowledge.Influential(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def community(
+        self, entity_id: str = "", limit: int = 0, label: str = "", communities: int = 0, snapshot_id: str = ""
+    ) -> knowledge_pb2.CommunityResponse:
+        request = knowledge_pb2.CommunityRequest(
+            entity_id=entity_id, limit=limit, label=label, communities=communities, snapshot_id=snapshot_id
+        )
+        return self.knowledge.Community(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def shortest_path(
+        self, src_id: str, dst_id: str, max_hops: int = 0, snapshot_id: str = ""
+    ) -> knowledge_pb2.ShortestPathResponse:
+        request = knowledge_pb2.ShortestPathRequest(
+            src_id=src_id, dst_id=dst_id, max_hops=max_hops, snapshot_id=snapshot_id
+        )
+        return self.knowledge.ShortestPath(request, metadata=self.metadata, timeout=self.timeout_s)
 
     def converse(self, start: conversation_pb2.SessionStart | None = None) -> Conversation:
         return Conversation(self, start or conversation_pb2.SessionStart())

@@ -6,7 +6,10 @@ ports a caller overrides (tests pick free ones).
 
 from __future__ import annotations
 
+import json
+import shlex
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +17,13 @@ from typing import Any
 
 import yaml
 
+from almquist.config import data_dir
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_DIR = REPO_ROOT / "serve_config"
 TERMINAL_APP_STATES = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
+KNOWLEDGE_APP_IMPORT = "graphs.conversation:build_app"
+KNOWLEDGE_JOB_KIND = "almquist-knowledge-bootstrap"  # the job's metadata, so a second `up` finds it
 
 
 def profile_path(profile: str | Path) -> Path:
@@ -89,3 +96,55 @@ def endpoints(schema, host: str = "localhost") -> dict[str, str]:
         "HTTP (Serve proxy)": f"http://{host}:{schema.http_options.port}",
         "Ray dashboard": f"http://{host}:8265",
     }
+
+
+# ---- the knowledge base on first start ----
+def knowledge_args(schema) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `knowledge` and `kgqa` args of the profile's conversation app (where GraphRAG reads and loads from)."""
+    for app in schema.applications:
+        if app.import_path == KNOWLEDGE_APP_IMPORT:
+            args = app.args or {}
+            return dict(args.get("knowledge") or {}), dict(args.get("kgqa") or {})
+    raise ValueError(f"the profile has no application with import_path {KNOWLEDGE_APP_IMPORT!r}")
+
+
+def knowledge_job_entrypoint(
+    schema, metaqa: Path | None = None, limit: int | None = None, python: str = sys.executable
+) -> str | None:
+    """The shell command that fills the profile's knowledge base from MetaQA: train the relation-path model unless
+    one exists, then ingest kb.txt (idempotent: a loaded KB is checked and left as it is, in seconds). None when
+    the MetaQA data is not on this machine."""
+    metaqa = metaqa or data_dir() / "metaqa"
+    if not (metaqa / "kb.txt").exists():
+        return None
+    knowledge, kgqa = knowledge_args(schema)
+    train = [python, "-m", "graphs.kgqa.train", "--if-missing", "--metaqa", str(metaqa)]
+    if kgqa.get("model_dir"):
+        train += ["--out", str(kgqa["model_dir"])]
+    ingest = [python, "-m", "ingestion", "--knowledge", json.dumps(knowledge), "metaqa", "--kb", str(metaqa / "kb.txt")]
+    if limit is not None:
+        ingest += ["--limit", str(limit)]
+    return " && ".join(shlex.join(command) for command in (train, ingest))
+
+
+def submit_knowledge_job(schema, dashboard: str, limit: int | None = None) -> tuple[str | None, str]:
+    """Submits the knowledge bootstrap as a Ray job (its logs and state in the dashboard's Jobs tab) unless one
+    is already pending or running; returns (job id or None, what happened in words)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    entrypoint = knowledge_job_entrypoint(schema, limit=limit)
+    if entrypoint is None:
+        return None, f"no MetaQA data at {data_dir() / 'metaqa'}: the knowledge base stays as it is"
+    client = JobSubmissionClient(dashboard)
+    for job in client.list_jobs():
+        if (job.metadata or {}).get("kind") == KNOWLEDGE_JOB_KIND and job.status in (
+            JobStatus.PENDING,
+            JobStatus.RUNNING,
+        ):
+            return job.submission_id, "the knowledge bootstrap is already running"
+    job_id = client.submit_job(
+        entrypoint=entrypoint,
+        submission_id=f"almquist-kb-{time.strftime('%Y%m%d-%H%M%S')}",
+        metadata={"kind": KNOWLEDGE_JOB_KIND},
+    )
+    return job_id, "submitted"

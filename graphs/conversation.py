@@ -31,6 +31,7 @@ from almquist.errors import (
     as_almquist_error,
     unwrap,
 )
+from almquist.stores.algorithms import Community, GraphPath, RankedEntity
 from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2
 from deployments.embeddings import Embeddings
 from deployments.llm.engine import ChatMessage, TokenChunk
@@ -79,6 +80,24 @@ def citation_proto(citation: Citation) -> knowledge_pb2.Citation:
         path=list(citation.path),
         snapshot_id=citation.snapshot_id,
         score=citation.score,
+    )
+
+
+def ranked_proto(entity: RankedEntity) -> knowledge_pb2.RankedEntity:
+    return knowledge_pb2.RankedEntity(id=entity.id, name=entity.name, kind=entity.label, score=entity.score)
+
+
+def community_proto(community: Community) -> knowledge_pb2.GraphCommunity:
+    return knowledge_pb2.GraphCommunity(
+        index=community.index, size=community.size, members=[ranked_proto(m) for m in community.members]
+    )
+
+
+def path_proto(path: GraphPath | None) -> knowledge_pb2.ShortestPathResponse:
+    if path is None:
+        return knowledge_pb2.ShortestPathResponse(found=False)
+    return knowledge_pb2.ShortestPathResponse(
+        found=True, names=list(path.names), ids=list(path.ids), relations=list(path.rels)
     )
 
 
@@ -242,6 +261,7 @@ class ConversationIngress:
                     source=r.get("source", ""),
                     created_unix_s=r.get("created_unix_s", 0.0),
                     items=_snapshot_items(r),
+                    status=r.get("status", ""),
                 )
                 for r in reversed(records)
             ]
@@ -251,7 +271,41 @@ class ConversationIngress:
         self, request: knowledge_pb2.RollbackRequest, grpc_context: Any = None
     ) -> knowledge_pb2.RollbackResponse:
         removed = await self._knowledge_call(grpc_context, "rollback", request.snapshot_id)
-        return knowledge_pb2.RollbackResponse(items_removed=int(sum(removed.values())))
+        # nodes and edges, as a snapshot's `items` counts them (the dict also holds per-label and per-type counts)
+        return knowledge_pb2.RollbackResponse(items_removed=int(removed["nodes"] + removed["edges"]))
+
+    async def Influential(
+        self, request: knowledge_pb2.InfluentialRequest, grpc_context: Any = None
+    ) -> knowledge_pb2.InfluentialResponse:
+        ranked = await self._knowledge_call(
+            grpc_context, "influential", request.label, request.limit, list(request.relations), request.snapshot_id
+        )
+        return knowledge_pb2.InfluentialResponse(entities=[ranked_proto(entity) for entity in ranked])
+
+    async def Community(
+        self, request: knowledge_pb2.CommunityRequest, grpc_context: Any = None
+    ) -> knowledge_pb2.CommunityResponse:
+        found, total = await self._knowledge_call(
+            grpc_context,
+            "community",
+            request.entity_id.strip(),
+            request.limit,
+            request.label,
+            list(request.relations),
+            request.snapshot_id,
+            request.communities,
+        )
+        return knowledge_pb2.CommunityResponse(communities=[community_proto(c) for c in found], total=total)
+
+    async def ShortestPath(
+        self, request: knowledge_pb2.ShortestPathRequest, grpc_context: Any = None
+    ) -> knowledge_pb2.ShortestPathResponse:
+        if not request.src_id.strip() or not request.dst_id.strip():
+            _abort(grpc_context, InvalidArgument("give both src_id and dst_id (entity ids like 'Person:Tom Hanks')"))
+        path = await self._knowledge_call(
+            grpc_context, "shortest_path", request.src_id, request.dst_id, request.max_hops, request.snapshot_id
+        )
+        return path_proto(path)
 
     # ----- Converse internals -----
 

@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from actors.knowledge_store import get_knowledge_store
 from almquist.config import KGQAConfig
 from almquist.errors import FailedPrecondition, InvalidArgument
+from almquist.stores.algorithms import DEFAULT_LIMIT, Community, GraphPath, RankedEntity
 from almquist.stores.config import KnowledgeConfig
 from deployments.llm.engine import TokenChunk
 from graphs.kgqa.answer import KGQA, KGQAResult
@@ -36,6 +37,7 @@ GROUNDED_NOTE = (
 )
 
 MAX_ENGINES = 4  # KGQA engines (one per snapshot seq asked about) a replica keeps
+DEFAULT_MAX_HOPS = 3  # ShortestPath's hops when the request leaves them at 0
 
 
 class ActorQueryRunner:
@@ -167,3 +169,38 @@ class GraphRAG:
 
     async def rollback(self, snapshot_id: str) -> dict[str, int]:
         return await self._store.rollback.remote(snapshot_id)  # the next question sees a new committed_view
+
+    # ---- graph algorithms (the Knowledge service's Influential, Community and ShortestPath) ----
+    async def influential(
+        self, label: str = "", limit: int = 0, relations: list[str] | None = None, snapshot_id: str = ""
+    ) -> list[RankedEntity]:
+        """Top entities by PageRank over the people-movie graph; an empty label means people."""
+        seq = await self._pin(snapshot_id)
+        return await self._store.pagerank.remote(label or "Person", limit or DEFAULT_LIMIT, relations or None, seq)
+
+    async def community(
+        self,
+        entity_id: str = "",
+        limit: int = 0,
+        label: str = "",
+        relations: list[str] | None = None,
+        snapshot_id: str = "",
+        communities: int = 0,
+    ) -> tuple[list[Community], int]:
+        """The community of `entity_id`, or without one the largest `communities`; and the graph's community count."""
+        seq = await self._pin(snapshot_id)
+        if entity_id:
+            found, total = await self._store.community_of.remote(
+                entity_id, limit or DEFAULT_LIMIT, label or None, relations or None, seq
+            )
+            return [found], total
+        return await self._store.communities.remote(
+            communities or DEFAULT_LIMIT, limit or DEFAULT_LIMIT, label or None, relations or None, seq
+        )
+
+    async def shortest_path(
+        self, src_id: str, dst_id: str, max_hops: int = 0, snapshot_id: str = ""
+    ) -> GraphPath | None:
+        """A shortest path between two entities (any relationship), or None when none is within `max_hops`."""
+        seq = await self._pin(snapshot_id)
+        return await self._store.shortest_path.remote(src_id, dst_id, max_hops or DEFAULT_MAX_HOPS, seq)

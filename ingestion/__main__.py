@@ -4,8 +4,10 @@
     python -m ingestion neo4j-movies [--cypher PATH] [--force]
     python -m ingestion snapshots
     python -m ingestion rollback SNAPSHOT_ID
+    python -m ingestion stats
 
-Stores default to the cache dir (`--graph-path`, `--qdrant-path`, or `--qdrant-url` / `--neo4j-uri` for servers).
+Stores default to the cache dir (`--graph-path`, `--qdrant-path`, or `--qdrant-url` / `--neo4j-uri` for servers;
+or `--knowledge JSON`, a Serve profile's `knowledge` args, which is how `almquist up` fills the deployed KB).
 Joins a running Ray cluster when RAY_ADDRESS is set, else starts a local one for the run.
 """
 
@@ -19,13 +21,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from almquist.errors import AlmquistError
+from almquist.errors import AlmquistError, InvalidArgument
 from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 
 console = Console(stderr=True)
 
 
 def _config(args: argparse.Namespace) -> KnowledgeConfig:
+    if args.knowledge:  # a profile's `knowledge` args as JSON (what `almquist up` passes): the flags refine it
+        base = KnowledgeConfig.model_validate_json(args.knowledge)
+        if not (args.neo4j_uri or args.graph_path or args.qdrant_url or args.qdrant_path):
+            return base
+        raise InvalidArgument("give either --knowledge or the store flags (--graph-path, --neo4j-uri, ...), not both")
     graph: dict = {}
     if args.neo4j_uri:
         graph = {"backend": "neo4j", "uri": args.neo4j_uri}
@@ -47,6 +54,7 @@ def _report(report) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__.split("\n")[0])
+    parser.add_argument("--knowledge", help="the whole KnowledgeConfig as JSON (a Serve profile's knowledge args)")
     parser.add_argument("--graph-path")
     parser.add_argument("--neo4j-uri")
     parser.add_argument("--qdrant-path")
@@ -64,14 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("snapshots", help="list snapshots")
     rollback = sub.add_parser("rollback", help="remove a snapshot from both stores")
     rollback.add_argument("snapshot_id")
+    sub.add_parser("stats", help="entities per label, edges per type, vectors, snapshots")
     args = parser.parse_args(argv)
+    try:
+        config = _config(args)
+    except (InvalidArgument, ValueError) as error:  # pydantic's ValidationError is a ValueError
+        parser.error(str(error))
 
     import ray
 
     from actors.knowledge_store import get_knowledge_store
 
     ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
-    config = _config(args)
     try:
         if args.command == "metaqa":
             from ingestion.metaqa import ingest_metaqa
@@ -83,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             _report(ingest_movies(args.cypher, config, force=args.force))
         elif args.command == "snapshots":
             console.print_json(json.dumps(ray.get(get_knowledge_store(config).list_snapshots.remote())))
+        elif args.command == "stats":
+            console.print_json(json.dumps(ray.get(get_knowledge_store(config).stats.remote())))
         else:
             console.print_json(json.dumps(ray.get(get_knowledge_store(config).rollback.remote(args.snapshot_id))))
     except AlmquistError as error:

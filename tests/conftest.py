@@ -22,11 +22,14 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class ServeStack:
-    """What the `serve_stack` fixture yields: where the gRPC proxy listens, and the deployed profile."""
+    """What the `serve_stack` fixture yields: where the gRPC proxy listens, the deployed profile, and the knowledge
+    config (stores and model dir) its GraphRAG uses: empty folders of the test session, never the user's cache."""
 
-    def __init__(self, target: str, schema) -> None:
+    def __init__(self, target: str, schema, knowledge: dict, kgqa_model_dir: Path) -> None:
         self.target = target
         self.schema = schema
+        self.knowledge = knowledge
+        self.kgqa_model_dir = kgqa_model_dir
 
     def llm_stats(self) -> dict:
         from ray import serve
@@ -35,8 +38,9 @@ class ServeStack:
 
 
 @pytest.fixture(scope="session")
-def serve_stack() -> Iterator[ServeStack]:
-    """The `local` profile deployed from serve_config/local.yaml on an in-process single-node Ray."""
+def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack]:
+    """The `local` profile deployed from serve_config/local.yaml on an in-process single-node Ray, its knowledge
+    stores and relation-path model pointed at empty folders of this test session."""
     import ray
     from ray import serve
 
@@ -44,11 +48,18 @@ def serve_stack() -> Iterator[ServeStack]:
 
     grpc_port, http_port = runtime.free_port(), runtime.free_port()
     schema = runtime.load_profile("local", grpc_port=grpc_port, http_port=http_port)
+    kb = tmp_path_factory.mktemp("serve-kb")
+    [app] = [app for app in schema.applications if app.name == "conversation"]
+    knowledge = dict(app.args["knowledge"])
+    knowledge["graph"] = {**knowledge.get("graph", {}), "path": str(kb / "graph")}
+    knowledge["vectors"] = {**knowledge.get("vectors", {}), "path": str(kb / "qdrant")}
+    app.args["knowledge"] = knowledge
+    app.args["kgqa"] = {**app.args.get("kgqa", {}), "model_dir": str(kb / "kgqa")}
     ray.init(num_cpus=4, include_dashboard=False, namespace="serve", log_to_driver=False)
     try:
         runtime.deploy(schema)
         runtime.wait_running([app.name for app in schema.applications], timeout_s=600)
-        yield ServeStack(f"localhost:{grpc_port}", schema)
+        yield ServeStack(f"localhost:{grpc_port}", schema, knowledge, kb / "kgqa")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -1,8 +1,9 @@
 """Trains the KGQA relation-path classifier on the train split of MetaQA's dev questions and saves it.
 
-Run: `python -m graphs.kgqa.train [--metaqa DIR] [--out DIR] [--hops 1,2,3] [--c 100]` (what `almquist kb train`
-runs; it lives here, not in ingestion/, because ingestion may not import graphs/). `--metaqa` defaults to
-`$ALMQUIST_DATA_DIR/metaqa` (`shared/data/metaqa` beside the checkout), `--out` to where Graph-RAG loads it from.
+Run: `python -m graphs.kgqa.train [--metaqa DIR] [--out DIR] [--hops 1,2,3] [--c 100] [--if-missing]` (what
+`almquist kb train` runs; it lives here, not in ingestion/, because ingestion may not import graphs/). `--metaqa`
+defaults to `$ALMQUIST_DATA_DIR/metaqa` (`shared/data/metaqa` beside the checkout), `--out` to where Graph-RAG loads
+it from.
 In: `{1,2,3}-hop/qa_dev.txt` and `qa_dev_qtype.txt` (the qtype is the training label: it names the relation path).
 Out: `DIR/coef.npy`, `DIR/intercept.npy`, `DIR/meta.json` (graphs/kgqa/classifier.py reads them), and a table
 with the split sizes, the path accuracy on the validation split, the training time and the model's size.
@@ -98,7 +99,7 @@ def first_per_label(questions: Sequence[MetaQAQuestion], limit: int) -> list[Met
     return kept
 
 
-def main(argv: Sequence[str] | None = None) -> TrainReport:
+def main(argv: Sequence[str] | None = None) -> TrainReport | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     data = data_dir()
     parser.add_argument("--metaqa", type=Path, default=data / "metaqa", help="MetaQA folder with {1,2,3}-hop/")
@@ -108,8 +109,12 @@ def main(argv: Sequence[str] | None = None) -> TrainReport:
     parser.add_argument("--per-path-limit", type=int, default=None, help="at most this many questions per path")
     parser.add_argument("--fp32", action="store_true", help="full-precision MiniLM (default: int8, ~2x faster)")
     parser.add_argument("--torch-threads", type=int, default=1, help="one text at a time gains nothing from more")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing when OUT already holds a model")
     args = parser.parse_args(argv)
     console = Console(width=120)
+    if args.if_missing and (args.out / "meta.json").exists():
+        console.print(f"a model is already at {args.out}: nothing to train (drop --if-missing to retrain)")
+        return None
     report = train(
         args.metaqa,
         args.out,
