@@ -5,8 +5,9 @@ Run: `python -m benchmarks.metaqa --questions ../shared/data/metaqa --hops 1,2,3
 
 Accuracy: the validation split of `qa_dev.txt` (`graphs.kgqa.metaqa.split_of`; the classifier never trained on
 it), or all of a file never used in training (`--file qa_test.txt --split all`). Hits@1 = the first answer is a
-gold answer. Next to it: the reachability ceiling (a gold answer within k hops of the topic entity over any
-relation, either direction) and the gold-path ceiling (a gold answer at the end of the qtype's own path).
+gold answer (scored by `graphs.kgqa.evaluate`, as in the tests and notebooks/metaqa_eval.ipynb). Next to it: the
+reachability ceiling (a gold answer within k hops of the topic entity over any relation, either direction) and
+the gold-path ceiling (a gold answer at the end of the qtype's own path).
 Latency: one question at a time, question -> answer set (linking, embedding, path, graph walk; no LLM), on the
 full KB and on a synthetic scale-up (renamed copies of every movie, person and tag until `--scale-entities`).
 """
@@ -22,7 +23,6 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from almquist.stores.schema import METAQA_RELATIONS
 from graphs.kgqa.answer import KGQA
 from graphs.kgqa.classifier import PathClassifier
 from graphs.kgqa.embedder import minilm_embedder
+from graphs.kgqa.evaluate import HopScore, evaluate
 from graphs.kgqa.linker import EntityLinker
 from graphs.kgqa.memory import InMemoryGraph, QueryRunner, Triple, read_kb
 from graphs.kgqa.metaqa import MetaQAQuestion, read_questions, write_triples
@@ -87,33 +88,6 @@ def gold_path_reaches(store: QueryRunner, question: MetaQAQuestion) -> bool:
         rows = store.run(f"expand_{direction}", {"ids": sorted(frontier), "rel": relation})
         frontier = {row["dst"] for row in rows if row["dst"] != topic}
     return any(node.partition(":")[2] in question.answers for node in frontier)
-
-
-# ---- accuracy ----
-@dataclass
-class HopScore:
-    questions: int = 0
-    hits: int = 0
-    empty: int = 0
-    path_correct: int = 0
-    answers: list[list[str]] = field(default_factory=list)
-
-
-def evaluate(engine: KGQA, questions: Sequence[MetaQAQuestion]) -> HopScore:
-    """Hits@1 over `questions`; masked texts are embedded once each and handed to `answer` as vectors."""
-    linkings = [engine.link(q.text) for q in questions]
-    masked = [engine.masked(q.text, linking) for q, linking in zip(questions, linkings, strict=True)]
-    vectors = engine.classifier.embed_texts(masked)
-    score = HopScore(questions=len(questions))
-    for question, linking, vector in zip(questions, linkings, vectors, strict=True):
-        result = engine.answer(question.text, vector=vector, linking=linking)
-        score.answers.append(result.answers)
-        score.hits += bool(result.answers) and result.answers[0] in question.answers
-        score.empty += not result.answers
-        if question.qtype:  # the classifier's own first choice, before the graph-aware fallback
-            top = engine.classifier.rank_vector(vector)[0][0]
-            score.path_correct += top == path_from_qtype(question.qtype)
-    return score
 
 
 # ---- latency ----
@@ -236,7 +210,7 @@ def accuracy_table(
     for column in ("reachability ceiling", "gold-path ceiling", "path accuracy", "no answer", "agree"):
         table.add_column(column, justify="right")
     for hop, qs in questions.items():
-        scores = {}
+        scores: dict[str, HopScore] = {}
         for name, store in built.items():
             with console.status(f"{hop}-hop on {name}"):
                 scores[name] = evaluate(engine_for(store, classifier), qs)
