@@ -5,6 +5,10 @@ through its actor (`get_knowledge_store(config)`); with servers the same actor i
 queries, batches of nodes/edges/vectors stamped with a snapshot. Out: rows, `VectorHit`s, counts. Snapshots
 (`begin_snapshot` -> batches -> `commit_snapshot`, or `rollback`) are recorded in the graph itself, with the
 batches already done, so a crashed ingestion resumes where it stopped.
+
+The actor only stores and serves rows. It handles one call at a time, so anything slow here holds up every read
+(each KGQA question among them): graph algorithms (PageRank, Louvain) run in their caller, over the
+`edges_of_type` pages (see `graphs.graph_rag.GraphTools`).
 """
 
 from __future__ import annotations
@@ -21,17 +25,6 @@ import numpy as np
 import ray
 
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
-from almquist.stores.algorithms import (
-    Community,
-    GraphAlgorithms,
-    GraphPath,
-    RankedEntity,
-    check_entity_id,
-    check_hops,
-    check_label,
-    check_limit,
-    check_relations,
-)
 from almquist.stores.config import KnowledgeConfig
 from almquist.stores.graph import GraphStore, Snapshot, open_graph_store
 from almquist.stores.queries import PUBLIC_QUERIES, QUERIES
@@ -79,8 +72,6 @@ class KnowledgeStore:
             self._graph.close()
             raise
         self._records = {record.snapshot.snapshot_id: record for record in self._load_records()}
-        # graph algorithms over the committed view they were computed for: a commit or a rollback starts afresh
-        self._algorithms: tuple[tuple[int | None, int], GraphAlgorithms] | None = None
 
     # ---- reads ----
     def run(self, query_name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -214,80 +205,6 @@ class KnowledgeStore:
         created = self.upsert_vectors(snapshot_id, ids, names, vectors, collection) if len(ids) else 0
         self.mark_batch_done(snapshot_id, batch)
         return created
-
-    # ---- graph algorithms (almquist.stores.algorithms), over the latest committed snapshot unless pinned ----
-    def pagerank(
-        self,
-        label: str | None = "Person",
-        limit: int = 10,
-        relations: Sequence[str] | None = None,
-        max_seq: int | None = None,
-    ) -> list[RankedEntity]:
-        """The most influential entities with `label` by PageRank over the people-movie graph (or `relations`)."""
-        check_label(label)
-        check_limit(limit)
-        check_relations(relations)
-        algorithms, seq = self._graph_algorithms(max_seq)
-        return algorithms.pagerank(label, limit, relations, seq)
-
-    def community_of(
-        self,
-        entity_id: str,
-        limit: int = 10,
-        label: str | None = None,
-        relations: Sequence[str] | None = None,
-        max_seq: int | None = None,
-    ) -> tuple[Community, int]:
-        """The community of `entity_id` with its top members, and how many communities the graph has."""
-        check_entity_id(entity_id)
-        check_limit(limit)
-        check_label(label)
-        check_relations(relations)
-        algorithms, seq = self._graph_algorithms(max_seq)
-        community = algorithms.community_of(entity_id, limit, label, relations, seq)
-        return community, algorithms.community_count(relations, seq)
-
-    def communities(
-        self,
-        limit: int = 10,
-        members: int = 5,
-        label: str | None = None,
-        relations: Sequence[str] | None = None,
-        max_seq: int | None = None,
-    ) -> tuple[list[Community], int]:
-        """The largest communities with their top members, and how many communities the graph has."""
-        check_limit(limit)
-        check_limit(members, "members")
-        check_label(label)
-        check_relations(relations)
-        algorithms, seq = self._graph_algorithms(max_seq)
-        found = algorithms.communities(limit, members, label, relations, seq)
-        return found, algorithms.community_count(relations, seq)
-
-    def shortest_path(
-        self, src_id: str, dst_id: str, max_hops: int = 3, max_seq: int | None = None
-    ) -> GraphPath | None:
-        """A shortest path (any relationship, either direction) of at most `max_hops` edges, or None."""
-        check_hops(max_hops)
-        check_entity_id(src_id, "source id")
-        check_entity_id(dst_id, "target id")
-        algorithms, seq = self._graph_algorithms(max_seq)
-        return algorithms.shortest_path(src_id, dst_id, max_hops, seq)
-
-    def _graph_algorithms(self, max_seq: int | None) -> tuple[GraphAlgorithms, int]:
-        """The algorithms of the current committed view, and the seq to read: `max_seq`, never past the latest
-        commit (an ingestion still running stays out of the results, as it does for questions).
-
-        Callers check their arguments first: a bad argument is INVALID_ARGUMENT whatever the store holds."""
-        view = self.committed_view()
-        latest = view[0]
-        if latest is None:
-            raise FailedPrecondition("the knowledge base is empty: run `almquist kb metaqa` first")
-        if max_seq is not None and (isinstance(max_seq, bool) or not isinstance(max_seq, int) or max_seq < 1):
-            raise InvalidArgument(f"max_seq must be a snapshot seq (an integer >= 1), not {max_seq!r}")
-        if self._algorithms is None or self._algorithms[0] != view:
-            self._algorithms = (view, GraphAlgorithms(self._graph))
-        return self._algorithms[1], latest if max_seq is None else min(max_seq, latest)
 
     # ---- state ----
     def stats(self) -> dict[str, Any]:

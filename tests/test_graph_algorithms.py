@@ -1,27 +1,34 @@
 """Graph algorithms (almquist/stores/algorithms.py) over a ladybug store holding a hand-made graph whose answers are
 known by construction: a western cluster around one star who is in every one of its films, a samurai cluster, no
 person-movie edge between them (only a shared genre), and a later snapshot that bridges them. Checked: PageRank
-against a power iteration written here, communities, shortest paths, snapshot pinning, export caching, the
-KnowledgeStore methods (latest committed view, cache invalidation after a rollback), the GraphRAG methods and the
-gRPC messages the ingress builds, and the errors."""
+against a power iteration written here, communities, shortest paths, snapshot pinning, export caching, GraphRAG's
+GraphTools over a KnowledgeStore (latest committed view, cache invalidation after a rollback, one computation for
+concurrent first calls), the GraphRAG methods and the gRPC messages the ingress builds, the errors, and, with the
+real actor on a local Ray, that reads through the actor stay prompt while the replica runs Louvain."""
 
 from __future__ import annotations
 
 import asyncio
+import random
+import threading
+import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import numpy as np
 import pytest
+import ray
 
-from actors.knowledge_store import KnowledgeStore
+from actors.knowledge_store import KnowledgeStore, KnowledgeStoreActor
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
-from almquist.stores.algorithms import PEOPLE_MOVIE_RELATIONS, GraphAlgorithms
+from almquist.stores.algorithms import PEOPLE_MOVIE_RELATIONS, Community, GraphAlgorithms
 from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from almquist.stores.graph import Snapshot, open_graph_store
 from almquist.stores.schema import METAQA_RELATIONS, node_id
+from graphs.graph_rag import ActorQueryRunner, GraphRAG, GraphTools
 from graphs.kgqa.metaqa import write_triples
 
 Triple = tuple[str, str, str]
@@ -202,10 +209,12 @@ def test_bad_calls_say_what_to_change(store, call, kwargs, error, message):
         getattr(GraphAlgorithms(store), call)(**kwargs)
 
 
-# ---- KnowledgeStore: the latest committed view, and a cache that a commit or rollback invalidates ----
+# ---- GraphTools (in GraphRAG's replica): the latest committed view, a cache a commit or rollback invalidates ----
 
 
-def ingest(knowledge: KnowledgeStore, triples: list[Triple], commit: bool = True) -> str:
+def ingest(knowledge: Any, triples: list[Triple], commit: bool = True) -> str:
+    """Writes `triples` as one snapshot through `knowledge` (a KnowledgeStore, or `Blocking` over its actor);
+    returns the snapshot id."""
     nodes: dict[str, dict[str, None]] = defaultdict(dict)
     edges: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
     for head, relation, tail in triples:
@@ -232,43 +241,6 @@ def knowledge(tmp_path: Path):
     store.close()
 
 
-def test_knowledge_store_reads_the_committed_view(knowledge: KnowledgeStore):
-    with pytest.raises(FailedPrecondition, match="the knowledge base is empty: run `almquist kb metaqa`"):
-        knowledge.pagerank()
-    with pytest.raises(InvalidArgument, match="limit"):  # a bad argument is bad whatever the store holds
-        knowledge.communities(limit=0)
-    west = ingest(knowledge, [t for t in FIRST if node_id("Movie", t[0]) in WEST])
-    ingest(knowledge, [t for t in FIRST if node_id("Movie", t[0]) in EAST])
-    assert knowledge.pagerank(limit=1)[0].id == DUKE
-    assert knowledge.community_of(MIFUNE, limit=100)[0].size == len(EAST)
-    assert knowledge.communities(limit=10)[1] == 2
-
-    # a snapshot still being written stays out, even when asked for by a seq past the latest commit
-    mega = [(f"Epic {i}", "starred_actors", "Megastar") for i in range(8)]
-    open_id = ingest(knowledge, mega, commit=False)
-    assert knowledge.pagerank(limit=1)[0].id == DUKE
-    assert knowledge.pagerank(limit=1, max_seq=99)[0].id == DUKE
-    with pytest.raises(NotFound, match="Person:Megastar"):
-        knowledge.community_of("Person:Megastar")
-    knowledge.commit_snapshot(open_id)
-    assert knowledge.pagerank(limit=1)[0].id == "Person:Megastar", "a commit is seen at once"
-
-    # rolling back an older snapshot keeps the latest seq but changes what it sees: the cache must notice
-    knowledge.rollback(west)
-    assert DUKE not in {r.id for r in knowledge.pagerank(limit=1000)}
-    with pytest.raises(NotFound, match="no entity 'Person:Duke'"):
-        knowledge.community_of(DUKE)
-    path = knowledge.shortest_path(MIFUNE, "Person:Shimura", max_hops=2)
-    assert path is not None and len(path.ids) == 3
-    with pytest.raises(FailedPrecondition, match="at snapshot seq 1"):  # seq 1 was the rolled-back snapshot
-        knowledge.pagerank(max_seq=1)
-    with pytest.raises(InvalidArgument, match="max_seq"):
-        knowledge.pagerank(max_seq=0)
-
-
-# ---- GraphRAG's methods and the ingress's messages, over a KnowledgeStore standing in for the actor ----
-
-
 class _Remote:
     def __init__(self, method: Any) -> None:
         self._method = method
@@ -287,14 +259,117 @@ class LocalActor:
         return _Remote(getattr(self._store, name))
 
 
+def tools_over(knowledge: KnowledgeStore, runner: Any = None) -> GraphTools:
+    """GraphRAG's GraphTools over a plain KnowledgeStore: its handle's stand-in, and its `run` (or `runner`)."""
+    return GraphTools(LocalActor(knowledge), knowledge if runner is None else runner)
+
+
+def test_graph_tools_read_the_committed_view(knowledge: KnowledgeStore):
+    runner = CountingRunner(knowledge)
+    tools = tools_over(knowledge, runner)
+
+    async def scenario() -> None:
+        with pytest.raises(FailedPrecondition, match="the knowledge base is empty: run `almquist kb metaqa`"):
+            await tools.pagerank()
+        with pytest.raises(FailedPrecondition, match="the knowledge base is empty"):
+            await tools.shortest_path(DUKE, MIFUNE)
+        with pytest.raises(InvalidArgument, match="limit"):  # a bad argument is bad whatever the store holds
+            await tools.communities(limit=0)
+        with pytest.raises(InvalidArgument, match="max_hops"):
+            await tools.shortest_path(DUKE, MIFUNE, max_hops=7)
+        west = ingest(knowledge, [t for t in FIRST if node_id("Movie", t[0]) in WEST])
+        ingest(knowledge, [t for t in FIRST if node_id("Movie", t[0]) in EAST])
+        assert (await tools.pagerank(limit=1))[0].id == DUKE
+        exports = runner.calls["edges_of_type"]
+        assert (await tools.community_of(MIFUNE, limit=100))[0].size == len(EAST)
+        assert (await tools.communities(limit=10))[1] == 2
+        assert runner.calls["edges_of_type"] == exports, "the same committed view: the export is reused"
+
+        # a snapshot still being written stays out, even when asked for by a seq past the latest commit
+        mega = [(f"Epic {i}", "starred_actors", "Megastar") for i in range(8)]
+        open_id = ingest(knowledge, mega, commit=False)
+        assert (await tools.pagerank(limit=1))[0].id == DUKE
+        assert (await tools.pagerank(limit=1, max_seq=99))[0].id == DUKE
+        with pytest.raises(NotFound, match="Person:Megastar"):
+            await tools.community_of("Person:Megastar")
+        knowledge.commit_snapshot(open_id)
+        assert (await tools.pagerank(limit=1))[0].id == "Person:Megastar", "a commit is seen at once"
+
+        # rolling back an older snapshot keeps the latest seq but changes what it sees: the cache must notice
+        knowledge.rollback(west)
+        assert DUKE not in {r.id for r in await tools.pagerank(limit=1000)}
+        with pytest.raises(NotFound, match="no entity 'Person:Duke'"):
+            await tools.community_of(DUKE)
+        path = await tools.shortest_path(MIFUNE, "Person:Shimura", max_hops=2)
+        assert path is not None and len(path.ids) == 3
+        with pytest.raises(FailedPrecondition, match="at snapshot seq 1"):  # seq 1 was the rolled-back snapshot
+            await tools.pagerank(max_seq=1)
+        with pytest.raises(InvalidArgument, match="max_seq"):
+            await tools.pagerank(max_seq=0)
+
+    asyncio.run(scenario())
+
+
+class GatedRunner(CountingRunner):
+    """Holds every export page until `gate` opens, and says when the first one arrived (`entered`): lets a test act
+    while a computation is under way in its worker thread."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def run(self, query_name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        if query_name == "edges_of_type":
+            self.entered.set()
+            assert self.gate.wait(timeout=60), "the test never opened the gate"
+        return super().run(query_name, params)
+
+
+def test_concurrent_first_calls_export_and_run_louvain_once_even_when_one_is_cancelled(
+    knowledge: KnowledgeStore, monkeypatch: pytest.MonkeyPatch
+):
+    ingest(knowledge, FIRST)
+    louvain_runs: list[int] = []
+    louvain = nx.community.louvain_communities
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        louvain_runs.append(1)
+        return louvain(*args, **kwargs)
+
+    monkeypatch.setattr(nx.community, "louvain_communities", counted)
+    runner = GatedRunner(knowledge)
+    tools = tools_over(knowledge, runner)
+
+    async def scenario() -> tuple[list[Community], int]:
+        first = asyncio.create_task(tools.community_of(DUKE, limit=100))
+        second = asyncio.create_task(tools.communities(limit=10, members=100))
+        while not runner.entered.is_set():
+            await asyncio.sleep(0.01)
+        first.cancel()  # a client deadline while its export is under way; its thread runs on regardless
+        await asyncio.sleep(0.1)  # time for the second call to start a computation of its own, were it let in
+        runner.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        return await second
+
+    found, total = asyncio.run(scenario())
+    assert runner.calls["edges_of_type"] == len(PEOPLE_MOVIE_RELATIONS), "one export: one page per relation"
+    assert louvain_runs == [1]
+    assert total == 2 and [{m.id for m in c.members} for c in found] == [WEST, EAST]
+
+
+# ---- GraphRAG's methods and the ingress's messages, over a KnowledgeStore standing in for the actor ----
+
+
 def test_graph_rag_defaults_and_the_grpc_messages(knowledge: KnowledgeStore):
     from graphs.conversation import community_proto, path_proto, ranked_proto
-    from graphs.graph_rag import GraphRAG
 
     first = ingest(knowledge, FIRST)
     ingest(knowledge, BRIDGE)
     rag = object.__new__(GraphRAG.func_or_class)  # the deployment's class, without Serve or the actor
     rag._store = LocalActor(knowledge)
+    rag._graph_tools = GraphTools(rag._store, knowledge)
 
     async def calls():
         return (
@@ -307,12 +382,17 @@ def test_graph_rag_defaults_and_the_grpc_messages(knowledge: KnowledgeStore):
         )
 
     people, movies, (of_duke, total), (largest, count), bridged, pinned = asyncio.run(calls())
-    assert people == knowledge.pagerank("Person", 10) and len(people) == 7, "Person, 10: all 7 people"
-    assert movies == knowledge.pagerank("Movie", 2, ["STARS"], max_seq=1)
-    assert (of_duke, total) == ([knowledge.community_of(DUKE, 3, "Person")[0]], knowledge.communities()[1])
+    # unpinned reads the latest commit (seq 2, with the bridge); the snapshot id pins seq 1
+    algorithms = GraphAlgorithms(knowledge)
+    assert people == algorithms.pagerank("Person", 10, max_seq=2) and len(people) == 7, "Person, 10: all 7 people"
+    assert movies == algorithms.pagerank("Movie", 2, ["STARS"], max_seq=1)
+    assert of_duke == [algorithms.community_of(DUKE, 3, "Person", max_seq=2)]
+    assert total == count == algorithms.community_count(max_seq=2)
     assert [m.label for m in of_duke[0].members] == ["Person"] * 3
-    assert (largest, count) == knowledge.communities(10, 10) and count == total
+    assert largest == algorithms.communities(10, 10, max_seq=2)
     assert pinned is None, "pinned to the first snapshot there is no bridge: Duke is 4 hops from Mifune"
+    with pytest.raises(InvalidArgument, match="unknown snapshot"):
+        asyncio.run(rag.influential(snapshot_id="s999999-nope"))
 
     ranked = ranked_proto(people[0])
     assert (ranked.id, ranked.name, ranked.kind) == (DUKE, "Duke", "Person") and ranked.score == people[0].score
@@ -322,3 +402,71 @@ def test_graph_rag_defaults_and_the_grpc_messages(knowledge: KnowledgeStore):
     assert found.found and list(found.ids) == [DUKE, "Movie:Crossover", MIFUNE]
     assert list(found.relations) == ["STARS", "STARS"] and list(found.names) == ["Duke", "Crossover", "Mifune"]
     assert not path_proto(None).found
+
+
+# ---- the point of computing in the replica: the actor keeps serving reads while Louvain runs ----
+
+BIG_MOVIES = 4000  # x 4 random stars: the first communities call takes ~2.5 s on 2 cores (random graphs are hard)
+
+
+class Blocking:
+    """`actor.method(...)` as a plain call: `ray.get(actor.method.remote(...))` (lets `ingest` write to the actor)."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._actor, name)
+        return lambda *args: ray.get(method.remote(*args))
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_reads_through_the_actor_stay_prompt_while_the_replica_runs_louvain(local_ray, tmp_path: Path):
+    actor = KnowledgeStoreActor.remote(
+        KnowledgeConfig(graph=GraphStoreConfig(path=tmp_path / "graph"), vectors=VectorStoreConfig(path=tmp_path / "q"))
+    )
+    try:
+        rng = random.Random(0)
+        stars = [f"Star {i}" for i in range(BIG_MOVIES // 2)]
+        ingest(
+            Blocking(actor),
+            [(f"Film {i}", "starred_actors", s) for i in range(BIG_MOVIES) for s in rng.sample(stars, 4)],
+        )
+        tools = GraphTools(actor)  # as GraphRAG builds it: the handle, and ActorQueryRunner over it
+        kgqa_read = ActorQueryRunner(actor)  # how KGQA reads, from a worker thread of the same replica
+        read = {"ids": ["Movie:Film 0"], "rel": "STARS", "max_seq": 1}
+
+        async def scenario() -> tuple[float, list[tuple[float, float]], int]:
+            started = time.perf_counter()
+            ended: list[float] = []
+            computing = asyncio.create_task(tools.communities(limit=3))
+            computing.add_done_callback(lambda _: ended.append(time.perf_counter()))
+            reads: list[tuple[float, float]] = []  # (latency, finished at) of each read
+            while not computing.done():
+                sent = time.perf_counter()
+                rows = await asyncio.to_thread(kgqa_read.run, "expand_out", read)
+                reads.append((time.perf_counter() - sent, time.perf_counter()))
+                assert len(rows) == 4
+                await asyncio.sleep(0.02)
+            _, count = await computing
+            return ended[0] - started, [(latency, at - started) for latency, at in reads], count
+
+        took, reads, count = asyncio.run(scenario())
+    finally:
+        ray.get(actor.close.remote())
+        ray.kill(actor, no_restart=True)
+    assert count > 1
+    during = [latency for latency, at in reads if at < took]
+    # Computed in the actor, the first read sent after the computation would wait for all of it: at most the one
+    # read that got in first could finish meanwhile. Here reads keep finishing, each a small part of it.
+    assert len(during) >= 5, f"{len(during)} reads finished during a {took:.2f} s computation"
+    assert max(during) < took / 4, f"slowest read {max(during):.3f} s during a {took:.2f} s computation"

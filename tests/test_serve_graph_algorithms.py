@@ -1,9 +1,10 @@
 """The Knowledge service's graph tools (Influential, Community, ShortestPath) on the deployed local profile.
 
 The session's knowledge base has nothing committed here (tests/test_serve_grounded.py rolls back all it loads), so
-these check the wiring through ingress -> GraphRAG -> KnowledgeStore actor and the status of every refusal: an empty
-knowledge base is FAILED_PRECONDITION with what to run, bad arguments INVALID_ARGUMENT. Results over a loaded graph
-are checked in tests/test_graph_algorithms.py (KnowledgeStore, GraphRAG's methods, the ingress's messages).
+these check the wiring through ingress -> GraphRAG (which computes) -> KnowledgeStore actor (which serves the rows)
+and the status of every refusal: an empty knowledge base is FAILED_PRECONDITION with what to run, bad arguments
+INVALID_ARGUMENT. Results over a loaded graph are checked in tests/test_graph_algorithms.py (GraphRAG's GraphTools
+over a KnowledgeStore and over the real actor, GraphRAG's methods, the ingress's messages).
 """
 
 from __future__ import annotations
