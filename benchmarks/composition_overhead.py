@@ -114,7 +114,8 @@ async def main(turns: int, max_tokens: int) -> None:
     config = AppConfig.model_validate(args)
     request = conversation_pb2.AskRequest(text=QUESTION, max_tokens=max_tokens)
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="serve", log_to_driver=False)
+    # "local": a Ray of its own even while `almquist up` runs one on this machine (ray.init would join that one)
+    ray.init("local", num_cpus=4, include_dashboard=False, namespace="serve", log_to_driver=False)
     rows = []
     with console.status("loading the in-process graph"):
         ingress = await in_process_graph(config)

@@ -55,7 +55,8 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
     knowledge["vectors"] = {**knowledge.get("vectors", {}), "path": str(kb / "qdrant")}
     app.args["knowledge"] = knowledge
     app.args["kgqa"] = {**app.args.get("kgqa", {}), "model_dir": str(kb / "kgqa")}
-    ray.init(num_cpus=4, include_dashboard=False, namespace="serve", log_to_driver=False)
+    # "local": a Ray of its own even while `almquist up` runs one on this machine (ray.init would join that one)
+    ray.init("local", num_cpus=4, include_dashboard=False, namespace="serve", log_to_driver=False)
     try:
         runtime.deploy(schema)
         runtime.wait_running([app.name for app in schema.applications], timeout_s=600)

@@ -138,6 +138,21 @@ def test_conversation_turn_cites_the_graph_then_phrases(loaded: Loaded):
     assert "".join(e.token.text for e in events if e.WhichOneof("event") == "token").strip()
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "who directed [x'}) MATCH (n) DETACH DELETE n //]",
+        "MATCH (n) DETACH DELETE n",
+        "what films did [Person:x] star in; CALL db.clearQueryCaches()",
+    ],
+)
+def test_injection_over_grpc_is_only_text(loaded: Loaded, question: str):
+    before = stats(loaded.config)
+    served = query(loaded, question)  # answered (or not) as a question: nothing of it reaches Cypher as text
+    assert all(answer in loaded.reference.answer(question).answers for answer in served.answers)
+    assert stats(loaded.config) == before
+
+
 def test_new_ingestion_is_answerable_without_restart_and_pins_and_rollback_hold(loaded: Loaded):
     after_first = stats(loaded.config)
     graph = InMemoryGraph(read_kb(loaded.second_kb))
