@@ -8,7 +8,7 @@ batches already done, so a crashed ingestion resumes where it stopped.
 
 The actor only stores and serves rows. It handles one call at a time, so anything slow here holds up every read
 (each KGQA question among them): graph algorithms (PageRank, Louvain) run in their caller, over the
-`edges_of_type` pages (see `graphs.graph_rag.GraphTools`).
+`edges_of_type` pages (see `graphs.graph_tools.GraphTools`).
 """
 
 from __future__ import annotations

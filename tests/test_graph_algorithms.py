@@ -28,7 +28,8 @@ from almquist.stores.algorithms import PEOPLE_MOVIE_RELATIONS, Community, GraphA
 from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from almquist.stores.graph import Snapshot, open_graph_store
 from almquist.stores.schema import METAQA_RELATIONS, node_id
-from graphs.graph_rag import ActorQueryRunner, GraphRAG, GraphTools
+from graphs.graph_rag import GraphRAG
+from graphs.graph_tools import ActorQueryRunner, GraphTools
 from graphs.kgqa.metaqa import write_triples
 
 Triple = tuple[str, str, str]
