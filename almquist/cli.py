@@ -113,6 +113,8 @@ def _print_stream(events, show_route: bool = True) -> conversation_pb2.ServerEve
         if kind == "turn_started" and show_route:
             started = event.turn_started
             console.print(f"[dim]({started.intent} -> {started.route}, {started.confidence:.2f})[/]")
+        elif kind == "citation":  # the graph facts behind a grounded answer, shown before the LLM phrases them
+            console.print(f"[dim]source: {' | '.join(event.citation.path) or event.citation.snippet}[/]")
         elif kind == "token":
             out.print(event.token.text, end="", soft_wrap=True)
             out.file.flush()

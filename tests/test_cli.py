@@ -50,3 +50,19 @@ def test_status_shows_apps_and_replicas(serve_stack):
     assert result.returncode == 0, result.stderr
     for name in ("conversation", "RUNNING", "LLMServer", "ConversationIngress", "HEALTHY"):
         assert name in result.stdout
+
+
+def test_ask_output_shows_the_sources_before_the_answer(capsys: pytest.CaptureFixture[str]):
+    from almquist import cli
+    from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2
+
+    events = [
+        conversation_pb2.ServerEvent(turn_started=conversation_pb2.TurnStarted(intent="knowledge", route="graph_rag")),
+        conversation_pb2.ServerEvent(citation=knowledge_pb2.Citation(path=["$9.99", "DIRECTED_BY", "Tatia Rosenthal"])),
+        conversation_pb2.ServerEvent(token=conversation_pb2.AnswerToken(text="Tatia Rosenthal.")),
+        conversation_pb2.ServerEvent(turn_end=common_pb2.TurnEnd(reason=common_pb2.TURN_END_REASON_COMPLETED)),
+    ]
+    assert cli._print_stream(iter(events)).HasField("turn_end")
+    captured = capsys.readouterr()
+    assert "source: $9.99 | DIRECTED_BY | Tatia Rosenthal" in captured.err
+    assert captured.out.strip() == "Tatia Rosenthal."
