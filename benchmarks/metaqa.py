@@ -35,11 +35,10 @@ from almquist.stores.schema import METAQA_RELATIONS
 from graphs.kgqa.answer import KGQA
 from graphs.kgqa.classifier import PathClassifier
 from graphs.kgqa.embedder import minilm_embedder
-from graphs.kgqa.evaluate import HopScore, evaluate
+from graphs.kgqa.evaluate import HopScore, evaluate, gold_path_reaches
 from graphs.kgqa.linker import EntityLinker
 from graphs.kgqa.memory import InMemoryGraph, QueryRunner, Triple, read_kb
 from graphs.kgqa.metaqa import MetaQAQuestion, read_questions, write_triples
-from graphs.kgqa.paths import path_from_qtype
 
 console = Console(width=160)
 SHARED_LABELS = ("Year", "Language", "Genre", "Votes", "Rating")  # values, not things: copies share them
@@ -75,19 +74,6 @@ def within_hops(adjacency: dict[str, set[str]], source: str, targets: set[str], 
             front_b = nxt
         steps += 1
     return False
-
-
-def gold_path_reaches(store: QueryRunner, question: MetaQAQuestion) -> bool:
-    """Whether the qtype's own path from the topic entity reaches a gold answer (the engine's best case)."""
-    if not question.qtype or not question.mention:
-        return False
-    path = path_from_qtype(question.qtype)
-    topic = f"{path.start}:{question.mention}"
-    frontier = {topic}
-    for relation, direction in path.hops:
-        rows = store.run(f"expand_{direction}", {"ids": sorted(frontier), "rel": relation})
-        frontier = {row["dst"] for row in rows if row["dst"] != topic}
-    return any(node.partition(":")[2] in question.answers for node in frontier)
 
 
 # ---- latency ----

@@ -9,7 +9,7 @@ import pytest
 
 from almquist.config import data_dir
 from graphs.kgqa import KGQA, EntityLinker, InMemoryGraph, PathClassifier, RelationPath, path_from_qtype
-from graphs.kgqa.evaluate import HopScore, evaluate
+from graphs.kgqa.evaluate import HopScore, evaluate, gold_path_reaches
 from graphs.kgqa.linker import read_vocabulary
 from graphs.kgqa.memory import read_kb
 from graphs.kgqa.metaqa import read_questions, split_of
@@ -170,23 +170,11 @@ def test_saved_model_is_plain_numpy_and_json(trained, embed):
         PathClassifier.load(trained.out, OtherEmbedder())
 
 
-def reachable_along_gold_path(graph: InMemoryGraph, question) -> bool:
-    path = path_from_qtype(question.qtype)
-    topic = f"{path.start}:{question.mention}"
-    frontier = {topic}
-    for relation, direction in path.hops:
-        rows = graph.run(f"expand_{direction}", {"ids": sorted(frontier), "rel": relation})
-        frontier = {r["dst"] for r in rows if r["dst"] != topic}
-    return any(n.partition(":")[2] in question.answers for n in frontier)
-
-
 @needs_metaqa
 @pytest.mark.parametrize("hops", [1, 2, 3])
 def test_answers_real_dev_questions_with_facts(engine, kb_graph, hops):
     kb = set(read_kb(METAQA / "kb.txt"))
-    questions = [
-        q for q in read_questions(METAQA, hops, split="validation")[:40] if reachable_along_gold_path(kb_graph, q)
-    ]
+    questions = [q for q in read_questions(METAQA, hops, split="validation")[:40] if gold_path_reaches(kb_graph, q)]
     for question in questions[:4]:
         result = engine.answer(question.text)
         assert result.reason is None, (question.text, result.reason)

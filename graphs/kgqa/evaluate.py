@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .answer import KGQA
+from .memory import QueryRunner
 from .metaqa import MetaQAQuestion
 from .paths import path_from_qtype
 
@@ -98,3 +99,16 @@ def evaluate(engine: KGQA, questions: Sequence[MetaQAQuestion]) -> HopScore:
             )
         )
     return score
+
+
+def gold_path_reaches(store: QueryRunner, question: MetaQAQuestion) -> bool:
+    """Whether the qtype's own path from the topic entity reaches a gold answer (the engine's best case)."""
+    if not question.qtype or not question.mention:
+        return False
+    path = path_from_qtype(question.qtype)
+    topic = f"{path.start}:{question.mention}"
+    frontier = {topic}
+    for relation, direction in path.hops:
+        rows = store.run(f"expand_{direction}", {"ids": sorted(frontier), "rel": relation})
+        frontier = {row["dst"] for row in rows if row["dst"] != topic}
+    return any(node.partition(":")[2] in question.answers for node in frontier)
