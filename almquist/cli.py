@@ -270,6 +270,59 @@ def cmd_kb(args: argparse.Namespace) -> int:
     return subprocess.run(command, env=env).returncode
 
 
+def _plan_table(report: Any, scenario: str) -> Table:
+    budget = report.plan.gpu.budget_gib
+    table = Table(title=f"GPU plan, {scenario} replicas ({report.plan.gpu.model}, budget {budget:.1f} GiB per card)")
+    for column in ("node", "gpu", "num_gpus", "memory GiB", "of budget", "replicas"):
+        table.add_column(column, justify="left" if column in ("node", "replicas") else "right")
+    for card in report.placements[scenario].cards:
+        share = card.memory_gib / budget
+        style = "red" if share > 1 else ("yellow" if share > 0.9 else "")
+        table.add_row(
+            card.node,
+            str(card.index),
+            f"{card.used:.2f}",
+            f"{card.memory_gib:.2f}",
+            f"{share:.0%}",
+            ", ".join(card.residents) or "-",
+            style=style,
+        )
+    return table
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """`plan check`: the GPU placement plan, proved; `plan resources`: this node's `ray start --resources`."""
+    import json
+    import socket
+
+    from almquist import placement
+
+    try:
+        if args.plan_command == "resources":
+            plan = placement.load_plan(args.plan or placement.plan_path(args.profile))
+            if args.node:
+                node = plan.node(args.node)
+            else:
+                import psutil  # a Ray dependency
+
+                hostname = socket.gethostname()
+                addresses = {a.address for nic in psutil.net_if_addrs().values() for a in nic}
+                node = placement.local_node(plan, hostname, addresses | set(args.address or []))
+            print(json.dumps(plan.node_resources(node)))
+            return 0
+        report = placement.check_profile(args.profile, args.plan)
+    except (placement.PlanError, FileNotFoundError) as error:
+        console.print(f"[red]{error}[/red]")
+        return 2
+    for scenario in placement.SCENARIOS:
+        out.print(_plan_table(report, scenario))
+    for error in report.errors:
+        console.print(f"[red]error:[/red] {error}")
+    if report.ok:
+        console.print(f"[green]plan ok[/green]: {len(report.demands)} deployments, no card over its budget")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="almquist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -299,6 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kb.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the command (see its --help)")
     kb.set_defaults(func=cmd_kb)
+
+    plan = sub.add_parser("plan", help="the GPU placement plan of a profile: check it, or print a node's resources")
+    plan.add_argument("plan_command", choices=["check", "resources"])
+    plan.add_argument("--profile", default="cluster", help="profile name in serve_config/ or a YAML path")
+    plan.add_argument("--plan", default=None, help="plan YAML (default: serve_config/plans/<profile>.yaml)")
+    plan.add_argument("--node", default=None, help="resources: the node's name in the plan (default: this machine)")
+    plan.add_argument("--address", action="append", help="resources: an address of this machine (repeatable)")
+    plan.set_defaults(func=cmd_plan)
 
     for name, func, text in (("ask", cmd_ask, "ask one question, answer streamed"), ("chat", cmd_chat, "talk")):
         p = sub.add_parser(name, help=text)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ray.serve.schema import ServeDeploySchema
+from ray.serve.schema import RayActorOptionsSchema, ServeDeploySchema
 
 from almquist import runtime
 from almquist.config import AppConfig, ConversationConfig, RouterConfig, resolve_model_ref
@@ -22,8 +22,12 @@ def import_attr(path: str):
 
 
 def gpus_of(deployment) -> float:
+    """GPUs per replica: the placement group's bundles when it has them, else the actor's own num_gpus."""
+    bundles = deployment.placement_group_bundles
+    if isinstance(bundles, list):
+        return sum(bundle.get("GPU", 0) for bundle in bundles)
     options = deployment.ray_actor_options
-    return (options.num_gpus if options is not None else None) or 0
+    return (options.num_gpus if isinstance(options, RayActorOptionsSchema) else None) or 0
 
 
 def test_both_profiles_exist():
@@ -48,8 +52,11 @@ def test_cluster_profile_asks_for_fractional_gpus_and_isolates_vllm():
     [app] = schema.applications
     gpus = {d.name: gpus_of(d) for d in app.deployments}
     assert any(0 < g < 1 for g in gpus.values()), gpus
-    assert gpus["LLMServer"] > 0 and gpus["Embeddings"] > 0
+    assert gpus["LLMServer"] == 2 and 0 < gpus["Embeddings"] < 1
     llm = next(d for d in app.deployments if d.name == "LLMServer")
+    # tensor parallelism 2 = two whole-GPU bundles on one node, as Ray Serve LLM places vLLM
+    assert AppConfig.model_validate(app.args).llm.vllm.tensor_parallel_size == 2
+    assert llm.placement_group_strategy == "STRICT_PACK" and llm.ray_actor_options.num_gpus == 0
     assert any(p.startswith("vllm==") for p in llm.ray_actor_options.runtime_env["pip"]["packages"])
     assert AppConfig.model_validate(app.args).llm.backend == "vllm"
 
