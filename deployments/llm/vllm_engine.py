@@ -25,6 +25,15 @@ if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
 
+def _current_placement_group() -> Any:
+    """The placement group this process runs in (a Serve replica with `placement_group_bundles`), else None."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray.util.get_current_placement_group() if ray.is_initialized() else None
+
+
 class VLLMEngine:
     """One model served by vLLM's async engine (continuous batching across concurrent `stream()` calls)."""
 
@@ -66,7 +75,15 @@ class VLLMEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         started = time.perf_counter()
-        self._engine = AsyncLLM.from_engine_args(self.engine_args())
+        args = self.engine_args()
+        vllm_config = args.create_engine_config()
+        group = _current_placement_group()
+        if group is not None:
+            # Tensor parallelism inside a Serve replica's placement group (as Ray Serve LLM does it): vLLM's engine
+            # core runs in a subprocess that is not in the group, so it gets the group explicitly; otherwise it would
+            # ask Ray for a second group of GPUs and wait forever beside the first.
+            vllm_config.parallel_config.placement_group = group
+        self._engine = AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=args.disable_log_stats)
         self._tokenizer = self._engine.get_tokenizer()
         self.stats.extra["init_s"] = time.perf_counter() - started
 
