@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -66,6 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         table.add_row(name, address)
     out.print(table)
     target = runtime.endpoints(schema)["gRPC (Serve proxy)"]
+    _install_dashboard()
     if args.kb:
         _bootstrap_knowledge(schema, args.kb_lines)
     out.print(f'Talk to it:  almquist ask "Who directed [Inception]?" --target {target}')
@@ -86,6 +88,34 @@ def _bootstrap_knowledge(schema: Any, lines: int | None) -> None:
         " the first time takes minutes on a laptop, answers are ungrounded until it commits).\n"
         f"  Follow it: ray job logs -f {job_id}   (or the dashboard's Jobs tab)"
     )
+
+
+def _install_dashboard() -> None:
+    from almquist import metrics
+
+    try:
+        path = metrics.install_dashboard()
+    except OSError as error:  # a read-only session folder must not fail `up`
+        console.print(f"[yellow]Grafana dashboard not installed[/]: {error}")
+        return
+    console.print(f"[bold]Grafana dashboard[/] beside Ray's own: {path}")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Writes our Grafana dashboard into the running Ray session (beside Ray's) or to --output."""
+    from almquist import metrics
+
+    if args.output:
+        args.output.write_text(metrics.render_dashboard())
+        out.print(str(args.output))
+        return 0
+    try:
+        _connect()
+    except ConnectionError:
+        console.print("[red]No Ray is running here[/] (almquist up), or give --output FILE")
+        return 1
+    out.print(str(metrics.install_dashboard()))
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -352,6 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kb.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the command (see its --help)")
     kb.set_defaults(func=cmd_kb)
+
+    dash = sub.add_parser("dashboard", help="install our Grafana dashboard beside Ray's (running session)")
+    dash.add_argument("--output", type=Path, default=None, help="write the dashboard JSON here instead")
+    dash.set_defaults(func=cmd_dashboard)
 
     plan = sub.add_parser("plan", help="the GPU placement plan of a profile: check it, or print a node's resources")
     plan.add_argument("plan_command", choices=["check", "resources"])

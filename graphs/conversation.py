@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import grpc
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from actors.sessions import Exchange, SessionInfo, get_session_store
+from almquist import metrics
 from almquist.config import AppConfig, ConversationConfig
 from almquist.errors import (
     AlmquistError,
@@ -109,6 +111,7 @@ def _snapshot_items(record: dict[str, Any]) -> int:
 
 def _abort(grpc_context: Any, error: AlmquistError) -> None:
     """Ends the RPC with the error's status; Serve keeps the code when the exception propagates."""
+    metrics.record(metrics.ERRORS, 1, code=error.code.name, where="rpc")
     grpc_context.set_code(error.code)
     grpc_context.set_details(error.message)
     raise error
@@ -322,6 +325,7 @@ class ConversationIngress:
                 try:
                     self._accept(event, turns, state)
                 except AlmquistError as error:
+                    metrics.record(metrics.ERRORS, 1, code=error.code.name, where="event")
                     out.put_nowait(
                         conversation_pb2.ServerEvent(
                             error=conversation_pb2.ErrorEvent(code=error.code.value[0], message=error.message)
@@ -384,10 +388,12 @@ class ConversationIngress:
         answer: list[str] = []
         reason = common_pb2.TURN_END_REASON_COMPLETED
         detail = ""
+        route = "none"  # the `route` tag of the turn's latency when it fails before the router decides
         stream = self._router.options(stream=True).route.remote(turn)
         try:
             async for item in stream:
                 if isinstance(item, RouteDecision):
+                    route = item.route
                     yield conversation_pb2.ServerEvent(
                         turn_id=turn_id,
                         turn_started=conversation_pb2.TurnStarted(
@@ -421,17 +427,18 @@ class ConversationIngress:
             cause = unwrap(error)
             reason = common_pb2.TURN_END_REASON_ERROR
             detail = cause.message if isinstance(cause, AlmquistError) else f"answering failed: {cause!r}"
+            code = cause.code if isinstance(cause, AlmquistError) else grpc.StatusCode.INTERNAL
+            metrics.record(metrics.ERRORS, 1, code=code.name, where="turn")
         if settings.session_id:
             exchange = Exchange(turn_id, text, "".join(answer), reason == common_pb2.TURN_END_REASON_INTERRUPTED)
             await self._sessions.append.remote(settings.session_id, settings.thread_id, exchange)
+        elapsed = time.monotonic() - started  # one value for the TurnEnd and the metric: a client can match them
+        reason_tag = common_pb2.TurnEndReason.Name(reason).removeprefix("TURN_END_REASON_").lower()
+        metrics.record(metrics.TURN_SECONDS, elapsed, route=route, reason=reason_tag)
         yield conversation_pb2.ServerEvent(
             turn_id=turn_id,
             turn_end=common_pb2.TurnEnd(
-                turn_id=turn_id,
-                reason=reason,
-                detail=detail,
-                tokens=len(answer),
-                elapsed_s=time.monotonic() - started,
+                turn_id=turn_id, reason=reason, detail=detail, tokens=len(answer), elapsed_s=elapsed
             ),
         )
 

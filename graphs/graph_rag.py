@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from actors.knowledge_store import get_knowledge_store
+from almquist import metrics
 from almquist.config import KGQAConfig
 from almquist.errors import FailedPrecondition, InvalidArgument
 from almquist.stores.algorithms import DEFAULT_LIMIT, Community, GraphPath, RankedEntity
@@ -127,7 +128,10 @@ class GraphRAG:
 
     async def answer(self, turn: Turn) -> AsyncIterator[Citation | TokenChunk]:
         try:
-            result = await self.query(turn.text)
+            # A turn's `retrieval` stage (almquist.metrics): the Knowledge service's Query is no turn, so it is
+            # timed here and not in `query`. Finding the knowledge base empty is timed too: the turn waited for it.
+            with metrics.time_stage("retrieval"):
+                result = await self.query(turn.text)
         except FailedPrecondition:
             # No knowledge base yet (`almquist kb metaqa` + `almquist kb train` load one): the model answers alone
             # and is told so, rather than the turn failing.

@@ -14,6 +14,7 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from almquist import metrics
 from almquist.config import RouterConfig
 from deployments.llm.engine import TokenChunk
 from graphs.turn import RouteDecision, Turn
@@ -64,9 +65,12 @@ class Router:
         return self._classifier
 
     async def decide(self, turn: Turn) -> RouteDecision:
-        classifier = await self._get_classifier()
-        [vector] = await self._embeddings.embed.remote([turn.text])
-        intent, score = classifier.classify(vector)
+        """The turn's intent and route; its time is the turn's `router` stage (almquist.metrics)."""
+        # The first turn also pays for embedding the examples: the stage histogram shows that as it happened.
+        with metrics.time_stage("router"):
+            classifier = await self._get_classifier()
+            [vector] = await self._embeddings.embed.remote([turn.text])
+            intent, score = classifier.classify(vector)
         route = self._config.routes.get(intent, "llm")
         return RouteDecision(intent=intent, route=route, confidence=max(0.0, min(1.0, score)))
 

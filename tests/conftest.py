@@ -25,11 +25,12 @@ class ServeStack:
     """What the `serve_stack` fixture yields: where the gRPC proxy listens, the deployed profile, and the knowledge
     config (stores and model dir) its GraphRAG uses: empty folders of the test session, never the user's cache."""
 
-    def __init__(self, target: str, schema, knowledge: dict, kgqa_model_dir: Path) -> None:
+    def __init__(self, target: str, schema, knowledge: dict, kgqa_model_dir: Path, metrics_port: int = 0) -> None:
         self.target = target
         self.schema = schema
         self.knowledge = knowledge
         self.kgqa_model_dir = kgqa_model_dir
+        self.metrics_port = metrics_port  # Ray's Prometheus endpoint: http://127.0.0.1:<port>/metrics
 
     def llm_stats(self) -> dict:
         from ray import serve
@@ -55,12 +56,23 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
     knowledge["vectors"] = {**knowledge.get("vectors", {}), "path": str(kb / "qdrant")}
     app.args["knowledge"] = knowledge
     app.args["kgqa"] = {**app.args.get("kgqa", {}), "model_dir": str(kb / "kgqa")}
+    # Our metrics (almquist.metrics) on Ray's Prometheus endpoint, reported every second rather than Ray's 10 s so
+    # a test finds a turn's series soon after it; read by Ray's processes, which inherit this environment.
+    metrics_port = runtime.free_port()
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     # "local": a Ray of its own even while `almquist up` runs one on this machine (ray.init would join that one)
-    ray.init("local", num_cpus=4, include_dashboard=False, namespace="serve", log_to_driver=False)
+    ray.init(
+        "local",
+        num_cpus=4,
+        include_dashboard=False,
+        namespace="serve",
+        log_to_driver=False,
+        _metrics_export_port=metrics_port,
+    )
     try:
         runtime.deploy(schema)
         runtime.wait_running([app.name for app in schema.applications], timeout_s=600)
-        yield ServeStack(f"localhost:{grpc_port}", schema, knowledge, kb / "kgqa")
+        yield ServeStack(f"localhost:{grpc_port}", schema, knowledge, kb / "kgqa", metrics_port)
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -66,3 +66,12 @@ def test_ask_output_shows_the_sources_before_the_answer(capsys: pytest.CaptureFi
     captured = capsys.readouterr()
     assert "source: $9.99 | DIRECTED_BY | Tatia Rosenthal" in captured.err
     assert captured.out.strip() == "Tatia Rosenthal."
+
+
+def test_dashboard_writes_the_committed_grafana_json(tmp_path: Path):
+    from almquist import metrics
+
+    target = tmp_path / "almquist.json"
+    result = run("dashboard", "--output", str(target))
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == metrics.DASHBOARD_FILE.read_text()

@@ -14,8 +14,8 @@ from dataclasses import asdict
 from typing import Any
 
 from ray import serve
-from ray.util import metrics
 
+from almquist import metrics
 from almquist.config import LLMConfig
 from almquist.errors import InvalidArgument
 from deployments.llm.engine import GenerationRequest, LLMEngine, TokenChunk
@@ -51,30 +51,27 @@ class LLMServer:
         self._config = LLMConfig.model_validate(config)
         self._engine: LLMEngine = load_engine_cls(engine_cls or self._config.backend)(self._config)
         await self._engine.start()
-        tags = ("backend",)
-        self._tokens = metrics.Counter("almquist_llm_tokens", "Tokens generated.", tag_keys=tags)
-        self._ttft = metrics.Histogram(
-            "almquist_llm_time_to_first_token_s",
-            "Seconds from request to first token.",
-            boundaries=[0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
-            tag_keys=tags,
-        )
-        self._tags = {"backend": type(self._engine).__name__}
+        self._backend = type(self._engine).__name__  # the `backend` tag of the LLM metrics
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
+        """Streams the engine's chunks; records time to first token, tokens, and tokens/s (almquist.metrics)."""
         validate_request(request, self._config)
         started = time.monotonic()
-        first = True
+        tokens, last = 0, started
         stream = self._engine.stream(request)
         try:
             async for chunk in stream:
-                if first:
-                    self._ttft.observe(time.monotonic() - started, tags=self._tags)
-                    first = False
-                self._tokens.inc(1, tags=self._tags)
+                last = time.monotonic()  # before the yield: the consumer's time is not generation time
+                if tokens == 0:
+                    metrics.observe_stage("llm_first_token", last - started)
+                tokens += 1
+                metrics.record(metrics.LLM_TOKENS, 1, backend=self._backend)  # per chunk: the rate stays live
                 yield chunk
         finally:
             await stream.aclose()  # type: ignore[attr-defined]  # reaches the engine on cancel too
+            if tokens:  # a cancelled request still generated at this rate until it stopped
+                rate = tokens / max(last - started, 1e-9)
+                metrics.record(metrics.LLM_TOKENS_PER_SECOND, rate, backend=self._backend)
 
     async def stats(self) -> dict[str, Any]:
         """The engine's counters (requests, tokens generated, cancelled...)."""
