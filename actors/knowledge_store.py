@@ -192,6 +192,57 @@ class KnowledgeStore:
         ]
         return self._vectors.upsert(collection or self._config.vectors.collection, list(ids), vectors, payloads)
 
+    def upsert_documents(
+        self,
+        snapshot_id: str,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[Mapping[str, Any]],
+    ) -> int:
+        """Document chunks (news items) with their payload, stamped with the snapshot; ids already stored keep
+        theirs, so a retried batch writes nothing twice. Returns how many were new."""
+        snapshot = self._open(snapshot_id).snapshot
+        stamped = [
+            {**payload, "id": doc_id, "snapshot_id": snapshot.snapshot_id, "snapshot_seq": snapshot.seq}
+            for doc_id, payload in zip(ids, payloads, strict=True)
+        ]
+        for payload in stamped:
+            payload.setdefault("name", payload.get("title", ""))
+            payload.setdefault("label", "Article")
+        return self._vectors.upsert(collection, list(ids), vectors, stamped)
+
+    def search_documents(
+        self,
+        vector: np.ndarray | Sequence[float],
+        collection: str,
+        limit: int = 10,
+        match: Mapping[str, str] | None = None,
+        since: float | None = None,
+        max_seq: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Nearest document chunks with their payload and `score`; `since` keeps chunks published at or after it."""
+        hits = self._vectors.search_payloads(
+            collection,
+            np.asarray(vector),
+            limit,
+            dict(match or {}),
+            {"published": since} if since is not None else None,
+            max_seq,
+        )
+        return [{**payload, "score": score} for payload, score in hits]
+
+    def existing_document_values(self, collection: str, key: str, values: Sequence[str]) -> dict[str, str]:
+        """Which of `values` a stored document's payload `key` already holds -> the snapshot that stored it."""
+        return self._vectors.existing_values(collection, key, values)
+
+    def nearest_documents(
+        self, vectors: np.ndarray, collection: str, key: str = "item_id"
+    ) -> list[tuple[str, float] | None]:
+        """For each vector, the nearest stored document's `key` and cosine similarity (None: nothing stored)."""
+        hits = [self._vectors.search_payloads(collection, np.asarray(v), 1) for v in np.asarray(vectors)]
+        return [(str(found[0][0].get(key, "")), found[0][1]) if found else None for found in hits]
+
     def finish_batch(
         self,
         snapshot_id: str,

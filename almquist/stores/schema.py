@@ -20,6 +20,8 @@ NODE_LABELS: tuple[str, ...] = (
     "Article",
     "Team",
     "Match",
+    "Place",
+    "Stock",
 )
 
 # relationship type -> the (source label, target label) pairs it may connect
@@ -40,6 +42,14 @@ RELATIONSHIPS: dict[str, tuple[tuple[str, str], ...]] = {
     "REVIEWED": (("Person", "Movie"),),
     "FOLLOWS": (("Person", "Person"),),
     "WON": (("Person", "Award"), ("Movie", "Award")),
+    # real-time ingestion: an article (news item, score, forecast, quote) and what it is about
+    "MENTIONS": (
+        ("Article", "Person"),
+        ("Article", "Movie"),
+        ("Article", "Team"),
+        ("Article", "Place"),
+        ("Article", "Stock"),
+    ),
 }
 
 # MetaQA relation name -> (relationship type, head label, tail label); the head is always the movie

@@ -154,6 +154,60 @@ class VectorStore:
             if p.payload
         ]
 
+    def search_payloads(
+        self,
+        collection: str,
+        vector: np.ndarray,
+        limit: int = 10,
+        match: dict[str, str] | None = None,
+        min_values: dict[str, float] | None = None,
+        max_seq: int | None = None,
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Nearest points with their whole payload: `match` keeps points whose payload field equals the value,
+        `min_values` those whose numeric field is at least the value (e.g. `published` for recency)."""
+        from qdrant_client import models
+
+        if limit <= 0:
+            raise InvalidArgument(f"limit must be positive, not {limit}")
+        if not self._client.collection_exists(collection):
+            return []
+        must: list[Any] = [
+            models.FieldCondition(key=key, match=models.MatchValue(value=value)) for key, value in (match or {}).items()
+        ]
+        must += [
+            models.FieldCondition(key=key, range=models.Range(gte=value)) for key, value in (min_values or {}).items()
+        ]
+        if max_seq is not None:
+            must.append(models.FieldCondition(key="snapshot_seq", range=models.Range(lte=max_seq)))
+        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+        result = self._client.query_points(
+            collection,
+            query=query,
+            limit=limit,
+            query_filter=models.Filter(must=must) if must else None,
+            with_payload=True,
+        )
+        return [(dict(p.payload), float(p.score)) for p in result.points if p.payload]
+
+    def existing_values(self, collection: str, key: str, values: Sequence[str]) -> dict[str, str]:
+        """Of `values`, those some point's payload field `key` holds, each with that point's snapshot id."""
+        from qdrant_client import models
+
+        if not values or not self._client.collection_exists(collection):
+            return {}
+        found: dict[str, str] = {}
+        where = models.Filter(must=[models.FieldCondition(key=key, match=models.MatchAny(any=list(set(values))))])
+        offset = None
+        while True:
+            points, offset = self._client.scroll(
+                collection, scroll_filter=where, limit=1000, offset=offset, with_payload=[key, "snapshot_id"]
+            )
+            for point in points:
+                if point.payload:
+                    found.setdefault(str(point.payload[key]), str(point.payload.get("snapshot_id", "")))
+            if offset is None:
+                return found
+
     def delete_snapshot(self, snapshot_id: str) -> int:
         """Removes every point stamped with `snapshot_id`, in every collection; returns how many."""
         from qdrant_client import models
