@@ -353,6 +353,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _ingestion(arguments: list[str]) -> int:
+    env = dict(os.environ)
+    if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode == 0:
+        env.setdefault("RAY_ADDRESS", "auto")  # the running cluster's KnowledgeStore actor owns the stores
+    return subprocess.run([sys.executable, "-m", "ingestion", *arguments], env=env).returncode
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    return _ingestion(["feeds", *args.rest])
+
+
+def cmd_feeds(args: argparse.Namespace) -> int:
+    return _ingestion([f"feeds-{args.feeds_command}", *args.rest])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="almquist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -373,6 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="applications, deployments and replicas (Serve's status)").set_defaults(
         func=cmd_status
     )
+
+    ingest = sub.add_parser("ingest", help="poll every source of a config once and ingest what is new (progress)")
+    ingest.add_argument("rest", nargs=argparse.REMAINDER, help="SOURCES.yaml [--state-dir DIR] [--secrets FILE]")
+    ingest.set_defaults(func=cmd_ingest)
+    feeds = sub.add_parser("feeds", help="the FeedScheduler in the running cluster: start SOURCES.yaml, health, stop")
+    feeds.add_argument("feeds_command", choices=["start", "health", "stop"])
+    feeds.add_argument("rest", nargs=argparse.REMAINDER)
+    feeds.set_defaults(func=cmd_feeds)
 
     kb = sub.add_parser(
         "kb", help="knowledge base: ingest (metaqa, neo4j-movies), train, snapshots, rollback, stats; graph tools"

@@ -5,6 +5,8 @@
     python -m ingestion snapshots
     python -m ingestion rollback SNAPSHOT_ID
     python -m ingestion stats
+    python -m ingestion feeds SOURCES.yaml [--state-dir DIR] [--secrets FILE]   (one poll of each, with progress)
+    python -m ingestion feeds-start SOURCES.yaml [...] | feeds-health | feeds-stop   (the FeedScheduler actor)
 
 Stores default to the cache dir (`--graph-path`, `--qdrant-path`, or `--qdrant-url` / `--neo4j-uri` for servers;
 or `--knowledge JSON`, a Serve profile's `knowledge` args, which is how `almquist up` fills the deployed KB).
@@ -52,6 +54,50 @@ def _report(report) -> None:
     console.print_json(json.dumps({**summary, "errors": len(report.errors)}))
 
 
+def _feeds_once(args: argparse.Namespace, config: KnowledgeConfig) -> int:
+    """Batch mode: every source polled once (conditional on the state folder's cursors), ingested, reported."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from actors.feed_scheduler import FeedScheduler
+    from ingestion.sources.parse import load_secrets, load_sources
+
+    sources = load_sources(args.sources)
+    feeds = FeedScheduler(sources, _state_dir(args), config, secrets=load_secrets(args.secrets))
+    with Progress(console=console) as progress:
+        task = progress.add_task("polling and ingesting", total=len(sources))
+        for source in sources:
+            progress.update(task, description=f"{source.name}")
+            feeds.poll_once(source.name)
+            progress.advance(task)
+    table = Table(title=f"sources of {args.sources}")
+    for column in ("source", "seen", "stored", "duplicates", "304s", "item errors", "last error"):
+        table.add_column(column)
+    failed = 0
+    for name, health in feeds.health().items():
+        failed += bool(health["consecutive_errors"])
+        table.add_row(
+            name,
+            str(health["items_seen"]),
+            str(health["items_stored"]),
+            str(health["duplicates"]),
+            str(health["not_modified"]),
+            str(health["item_errors"]),
+            health["last_error"][:80] if health["consecutive_errors"] else "",
+        )
+    Console().print(table)
+    pending = feeds.pending_batches()
+    if pending:
+        console.print(f"[yellow]{len(pending)} batch(es) not ingested yet[/]: run again to retry")
+    return 1 if failed == len(sources) or pending else 0
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    from almquist.config import default_cache_dir
+
+    return Path(args.state_dir) if args.state_dir else default_cache_dir() / "feeds" / Path(args.sources).stem
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__.split("\n")[0])
     parser.add_argument("--knowledge", help="the whole KnowledgeConfig as JSON (a Serve profile's knowledge args)")
@@ -73,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     rollback = sub.add_parser("rollback", help="remove a snapshot from both stores")
     rollback.add_argument("snapshot_id")
     sub.add_parser("stats", help="entities per label, edges per type, vectors, snapshots")
+    for name, text in (("feeds", "poll every source once and ingest (batch mode)"), ("feeds-start", "start polling")):
+        feeds = sub.add_parser(name, help=text)
+        feeds.add_argument("sources", help="a YAML of sources, or a folder of them (ingestion/sources/examples)")
+        feeds.add_argument("--state-dir", help="cursors, health and the inbox (default: the cache dir)")
+        feeds.add_argument("--secrets", help="a KEY=value or YAML file of credentials (else the environment)")
+    sub.add_parser("feeds-health", help="the running FeedScheduler's per-source health")
+    sub.add_parser("feeds-stop", help="stop the running FeedScheduler")
     args = parser.parse_args(argv)
     try:
         config = _config(args)
@@ -95,6 +148,29 @@ def main(argv: list[str] | None = None) -> int:
             _report(ingest_movies(args.cypher, config, force=args.force))
         elif args.command == "snapshots":
             console.print_json(json.dumps(ray.get(get_knowledge_store(config).list_snapshots.remote())))
+        elif args.command == "feeds":
+            return _feeds_once(args, config)
+        elif args.command == "feeds-start":
+            from actors.feed_scheduler import start_scheduler
+            from ingestion.sources.parse import load_secrets, load_sources
+
+            actor = start_scheduler(
+                load_sources(args.sources), _state_dir(args), config, secrets=load_secrets(args.secrets)
+            )
+            console.print_json(json.dumps(ray.get(actor.health.remote())))
+        elif args.command in ("feeds-health", "feeds-stop"):
+            from actors.feed_scheduler import SCHEDULER_NAME, SCHEDULER_NAMESPACE
+
+            try:
+                actor = ray.get_actor(SCHEDULER_NAME, namespace=SCHEDULER_NAMESPACE)
+            except ValueError:
+                console.print("[red]No FeedScheduler is running[/] (start one with feeds-start)")
+                return 1
+            if args.command == "feeds-stop":
+                ray.get(actor.stop.remote())
+                ray.kill(actor)
+            else:
+                console.print_json(json.dumps(ray.get(actor.health.remote())))
         elif args.command == "stats":
             console.print_json(json.dumps(ray.get(get_knowledge_store(config).stats.remote())))
         else:

@@ -1,11 +1,12 @@
 """Real-time items (news, scores, forecasts, prices) into the knowledge base, on Ray Data.
 
 In: one batch of `Item`s (an inbox batch of the FeedScheduler, or `almquist ingest`), a key naming the batch, and
-the knowledge config. Stages: exact dedup (item id = canonical URL or the source's id, and a content hash; within
-the batch and against the store) -> chunk -> embed (a Ray Data actor pool of MiniLM) -> near-duplicate drop (a first
-chunk this close to another item's) -> entity linking (names the graph knows, and the item's own hints for teams,
-places and stocks) -> under one snapshot: Article nodes and MENTIONS edges in the graph, chunk vectors with their
-payload in Qdrant's `news` collection -> commit. Out: a `NewsReport`, and per stored item its freshness (seconds
+the knowledge config. Stages: exact dedup (in the batch by item id = canonical URL or the source's id, and by
+content hash; against the store by content hash, so a live item whose score or price changed is a new version of
+it) -> chunk -> embed (a Ray Data actor pool of MiniLM) -> near-duplicate drop (a first chunk this close to another
+item's) -> entity linking (names the graph knows, and the item's own hints for teams, places and stocks) -> under
+one snapshot: Article nodes and MENTIONS edges in the graph, chunk vectors with their payload in Qdrant's `news`
+collection -> commit. Out: a `NewsReport`, and per stored item its freshness (seconds
 from when it appeared, see `Item.seen_at`, to answerable) as the `almquist_ingestion_freshness_seconds` metric.
 
 Idempotent and resumable: the batch's snapshot is found again by its key, so a retried batch resumes it; graph
@@ -167,7 +168,7 @@ def ingest_items(
     fresh = _drop_exact_duplicates(items, store, snapshot.snapshot_id, report)
     rows = [
         {
-            "doc_id": f"{item.item_id}:{index}",
+            "doc_id": doc_id(item, index),
             "item_id": item.item_id,
             "chunk": index,
             "text": piece,
@@ -222,15 +223,15 @@ def _drop_exact_duplicates(items: Sequence[Item], store: Any, snapshot_id: str, 
         seen_ids.add(item.item_id)
         seen_hashes.add(item.content_hash)
         unique.append(item)
-    stored_ids = ray.get(store.existing_document_values.remote(NEWS_COLLECTION, "item_id", [i.item_id for i in unique]))
+    # Against the store by content only: a live item (a match, a quote) keeps its id while its score or price
+    # changes, and each new content is a new version of it.
     stored_hashes = ray.get(
         store.existing_document_values.remote(NEWS_COLLECTION, "content_hash", [i.content_hash for i in unique])
     )
     fresh = []
     for item in unique:
         # stored by this very batch before a crash: keep it (its writes repeat as no-ops, the report counts it)
-        elsewhere = {stored_ids.get(item.item_id), stored_hashes.get(item.content_hash)} - {None, snapshot_id}
-        if elsewhere:
+        if stored_hashes.get(item.content_hash, snapshot_id) != snapshot_id:
             report.duplicates += 1
         else:
             fresh.append(item)
@@ -242,7 +243,7 @@ def _drop_near_duplicates(
 ) -> list[Item]:
     if not items:
         return []
-    firsts = np.stack([vectors[f"{item.item_id}:0"] for item in items])
+    firsts = np.stack([vectors[doc_id(item, 0)] for item in items])
     nearest = ray.get(store.nearest_documents.remote(firsts, NEWS_COLLECTION))
     kept: list[Item] = []
     kept_rows: list[int] = []
@@ -294,6 +295,11 @@ def _graph_rows(items: list[Item], store: Any, settings: NewsSettings) -> tuple[
     node_rows = {label: list(rows.values()) for label, rows in nodes.items()}
     edge_rows = {key: [{"src": s, "dst": d} for s, d in pairs] for key, pairs in edges.items()}
     return node_rows, edge_rows, linked
+
+
+def doc_id(item: Item, chunk: int) -> str:
+    """A chunk's id: the item, its content version (a live item's new score is a new version) and the chunk."""
+    return f"{item.item_id}:{item.content_hash[:12]}:{chunk}"
 
 
 def article_name(item: Item) -> str:

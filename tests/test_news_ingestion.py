@@ -157,3 +157,21 @@ def test_a_batch_retried_after_a_crash_writes_nothing_twice(store):
     assert ray.get(actor.stats.remote())["vectors"] == written["vectors"]
     hanks_article = ray.get(actor.run.remote("expand_out", {"ids": [article_id(story)], "rel": "MENTIONS"}))
     assert {row["dst"] for row in hanks_article} == {"Movie:Cast Away"}
+
+
+def test_a_live_item_with_new_content_is_a_new_version(store):
+    config, actor = store
+    update = item(
+        "derby",
+        "Arsenal 3-1 Chelsea",
+        "Arsenal beat Chelsea 3-1 in the London derby after a late goal.",
+        category="sports",
+        entities=("Arsenal", "Chelsea"),
+        source="scores",
+        item_id=DERBY.item_id,  # the same match: the feed keeps its id while the score changes
+    )
+    report = ingest_items([update], config, batch_key="scores-2", store=actor)
+    assert (report.stored, report.duplicates, report.near_duplicates) == (1, 0, 0)
+    [vector] = SentenceTransformerEngine(config.embeddings).embed(["Arsenal Chelsea score"], normalize=True)
+    hits = ray.get(actor.search_documents.remote(np.asarray(vector), NEWS_COLLECTION, 5, {"item_id": DERBY.item_id}))
+    assert {hit["title"] for hit in hits} == {"Arsenal 2-1 Chelsea", "Arsenal 3-1 Chelsea"}
