@@ -153,7 +153,8 @@ INGESTION_RUN_SECONDS = MetricSpec(
 INGESTION_FRESHNESS_SECONDS = MetricSpec(
     "almquist_ingestion_freshness_seconds",
     "histogram",
-    "Per ingested item: seconds from its publication at the source to the commit that makes it answerable.",
+    "Per ingested item: seconds from its appearance in its feed (its publication time when that falls since the"
+    " previous poll, else the poll that found it) to the commit that makes it answerable.",
     "Ingestion freshness (p50, p99)",
     unit="s",
     tag_keys=("source",),

@@ -208,6 +208,8 @@ def ingest_items(
             report.freshness_s.append(delay)
             metrics.record(metrics.INGESTION_FRESHNESS_SECONDS, delay, source=item.source)
     report.wall_s = time.perf_counter() - started
+    sources = {item.source for item in items}
+    metrics.record(metrics.INGESTION_RUN_SECONDS, report.wall_s, source=sources.pop() if len(sources) == 1 else "mixed")
     return report
 
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import urllib.request
-from collections.abc import Callable
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from almquist import metrics
 from almquist.client import Client
 from almquist.v1 import common_pb2, conversation_pb2
+from tests.prometheus import Series, settled, total
 
 # What the code records today. The rest is declared for the parts still to come (VAD, STT, TTS, the avatar
 # stream, real-time ingestion) and must not show up until those parts record it: no invented values.
@@ -27,20 +24,19 @@ RECORDED_METRICS = {
     "almquist_llm_tokens",
     "almquist_llm_tokens_per_second",
     "almquist_errors",
+    # by the news pipeline (ingestion/news.py), checked on the endpoint by tests/test_feeds_live.py
+    "almquist_ingestion_run_seconds",
+    "almquist_ingestion_freshness_seconds",
 }
 DECLARED_ONLY_METRICS = {
     "almquist_avatar_frames_sent",
     "almquist_avatar_frames_late",
-    "almquist_ingestion_run_seconds",
-    "almquist_ingestion_freshness_seconds",
 }
 
 CHITCHAT = "Hello there, how are you doing today?"
 KNOWLEDGE = "Who directed Inception?"
 MAX_TOKENS = 16
 NO_ANSWER = "I couldn't find that in my knowledge graph"  # GraphRAG's own reply: no LLM call behind it
-
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]  # (sample name, labels) -> value
 
 
 # ----- the declarations and the dashboard (no Ray) -----
@@ -112,38 +108,6 @@ def test_record_refuses_tags_that_do_not_match_the_declaration(spec, tags, messa
 
 
 # ----- live: Ray's Prometheus endpoint after real turns -----
-
-
-def scrape(port: int) -> Series:
-    """Every almquist sample on the endpoint, Ray's own labels included (one series per worker)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name.startswith("ray_almquist_")
-        for sample in family.samples
-    }
-
-
-def total(series: Series, name: str, **labels: str) -> float:
-    """The sum over every series of `name` carrying `labels` (over workers and the labels not given)."""
-    wanted = set(labels.items())
-    return sum(value for (sample, tags), value in series.items() if sample == name and wanted <= tags)
-
-
-def settled(port: int, ready: Callable[[Series], bool] = lambda _: True, timeout_s: float = 90) -> Series:
-    """A scrape once `ready` holds and two scrapes a few report intervals apart agree: every worker has reported
-    what it recorded (each reports on its own clock)."""
-    deadline = time.monotonic() + timeout_s
-    previous = None
-    while True:
-        current = scrape(port)
-        if ready(current) and current == previous:
-            return current
-        assert time.monotonic() < deadline, f"metrics did not settle in {timeout_s} s: {sorted(current)[:20]}"
-        previous = current
-        time.sleep(2.5)  # the fixture reports every second
 
 
 def delta(after: Series, before: Series) -> Series:
