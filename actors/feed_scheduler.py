@@ -211,11 +211,13 @@ class FeedScheduler:
                         self._health[source].last_error_at = time.time()
                     self._save_state()
                     break  # keep the order: later batches wait for this one
-                if source in self._health and report.status == "committed":
+                # counted while the file exists: a batch committed by a scheduler that died before removing the
+                # file comes back "up_to_date" with what it stored, and is counted now
+                if source in self._health:
                     self._health[source].items_stored += report.stored
                     self._health[source].duplicates += report.duplicates + report.near_duplicates
-                path.unlink()
                 self._save_state()
+                path.unlink()
                 reports.append(asdict(report))
         return reports
 

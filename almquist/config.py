@@ -93,10 +93,25 @@ DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
         "Who wrote the screenplay of Pulp Fiction?",
         "What genre is Alien?",
         "Which films were directed by Christopher Nolan?",
-        "Who won the match last night?",
-        "What is the latest news about the Oscars?",
         "Which language is Amelie in?",
         "Who acted in Titanic?",
+        "What films did Steven Spielberg direct?",
+        "Who played the lead in Casablanca?",
+    ],
+    # Real-time items (news, scores, forecasts, prices): graph-RAG over the `news` collection, recency preferred.
+    "news": [
+        "What's new today?",
+        "What is the latest news about the election?",
+        "Any breaking news?",
+        "What are today's headlines?",
+        "What was the score last night?",
+        "Who won the game yesterday?",
+        "How did Arsenal do this weekend?",
+        "What's the weather in Berlin today?",
+        "Will it rain tomorrow?",
+        "What is the price of Apple stock?",
+        "How are the markets doing?",
+        "Is the Nasdaq up today?",
     ],
     "chitchat": [
         "Hello there!",
@@ -109,6 +124,7 @@ DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
         "Nice to meet you.",
         "Can you cheer me up?",
         "Goodbye, talk to you later.",
+        "Hey, what's up with you?",  # a greeting, not a request for news
     ],
 }
 
@@ -118,7 +134,7 @@ class RouterConfig(_Strict):
 
     intent_examples: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INTENT_EXAMPLES))
     routes: dict[str, Literal["llm", "graph_rag"]] = Field(
-        default_factory=lambda: {"chitchat": "llm", "knowledge": "graph_rag"}
+        default_factory=lambda: {"chitchat": "llm", "knowledge": "graph_rag", "news": "graph_rag"}
     )
     fallback_intent: str = "chitchat"
     min_similarity: float = Field(0.2, description="Below this best similarity the fallback intent is used.")
@@ -172,6 +188,45 @@ class KGQAConfig(_Strict):
     max_question_chars: int = Field(1000, gt=0)
 
 
+DEFAULT_HALF_LIVES_HOURS: dict[str, float] = {"news": 24.0, "sports": 12.0, "weather": 3.0, "stocks": 1.0}
+
+
+class NewsConfig(_Strict):
+    """Graph-RAG's answers from real-time items (graphs/news.py): how relevance and recency mix, and how much is
+    cited. An item's rank is `similarity * (recency_floor + (1 - recency_floor) * 0.5 ** (age_h / half_life))`:
+    recency is preferred, but a stale item keeps `recency_floor` of its similarity, so the most relevant item still
+    answers when nothing fresh is about the question."""
+
+    half_life_hours: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_HALF_LIVES_HOURS),
+        description="Per category: hours after which an item counts half (a quote ages faster than an article).",
+    )
+    default_half_life_hours: float = Field(24.0, gt=0, description="For categories not in `half_life_hours`.")
+    recency_floor: float = Field(0.2, ge=0, le=1, description="Share of its similarity a very old item keeps.")
+    # MiniLM cosine: a question and an item about its subject are ~0.5-0.85, unrelated items ~-0.1-0.25.
+    min_similarity: float = Field(0.3, ge=-1, le=1, description="Items less similar are noise, however fresh.")
+    similarity_margin: float = Field(
+        0.2, ge=0, description="Items less similar than the best one by more than this are about something else."
+    )
+    category_boost: float = Field(
+        1.25, ge=1, description="Rank factor for items of the category the question hints at (score -> sports)."
+    )
+    recent_window_hours: float = Field(
+        72.0, gt=0, description="Questions naming no subject ('what's new?') look at items this recent only."
+    )
+    cited_items: int = Field(5, gt=0, description="Items cited and given to the LLM.")
+    candidates_per_citation: int = Field(4, gt=0, description="Chunks asked of the store per cited item.")
+    max_snippet_chars: int = Field(500, gt=0, description="Longest item text quoted to the LLM and in a citation.")
+
+    @field_validator("half_life_hours")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: hours for name, hours in value.items() if hours <= 0}
+        if bad:
+            raise ValueError(f"half-lives must be positive hours (not {bad})")
+        return value
+
+
 # The stores' config builds on EmbeddingsConfig above; imported here so AppConfig can hold it.
 from almquist.stores.config import KnowledgeConfig  # noqa: E402
 
@@ -185,3 +240,4 @@ class AppConfig(_Strict):
     conversation: ConversationConfig = Field(default_factory=ConversationConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     kgqa: KGQAConfig = Field(default_factory=KGQAConfig)
+    news: NewsConfig = Field(default_factory=NewsConfig)

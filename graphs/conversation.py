@@ -82,6 +82,8 @@ def citation_proto(citation: Citation) -> knowledge_pb2.Citation:
         path=list(citation.path),
         snapshot_id=citation.snapshot_id,
         score=citation.score,
+        uri=citation.url,
+        published_unix_s=citation.published,
     )
 
 
@@ -506,7 +508,7 @@ def compose(
     """The conversation graph: ingress -> router -> {llm, graph_rag -> llm}, with embeddings for both."""
     embeddings = Embeddings.bind(config.embeddings, embeddings_engine_cls)
     llm = LLMServer.bind(config.llm, llm_engine_cls)
-    graph_rag = GraphRAG.bind(llm, embeddings, config.knowledge, config.kgqa)
+    graph_rag = GraphRAG.bind(llm, embeddings, config.knowledge, config.kgqa, config.news)
     router = Router.bind(llm, graph_rag, embeddings, config.router)
     return ConversationIngress.bind(
         router, config.conversation, config.llm.default_max_tokens, config.llm.max_tokens_limit, graph_rag

@@ -2,7 +2,8 @@
 
 In: a `Turn`. Out: one `RouteDecision`, then the answer's `TokenChunk`s. Intents are recognised by nearest
 examples in embedding space (the embeddings deployment), so adding an intent is configuration: a name, a few
-example utterances and a route.
+example utterances and a route. GraphRAG is told the intent (`GraphRAG.answer(turn, intent)`): "knowledge" is answered
+from the knowledge graph, "news" from real-time items with a recency preference.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ class Router:
         decision = await self.decide(turn)
         yield decision
         if decision.route == "graph_rag":
-            stream = self._graph_rag.options(stream=True).answer.remote(turn)
+            # the intent picks GraphRAG's path: the knowledge graph, or real-time items for "news"
+            stream = self._graph_rag.options(stream=True).answer.remote(turn, decision.intent)
         else:
             stream = self._llm.options(stream=True).generate.remote(turn.generation_request())
         async for chunk in stream:

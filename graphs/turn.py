@@ -46,3 +46,5 @@ class Citation:
     path: tuple[str, ...] = ()
     snapshot_id: str = ""
     score: float = 0.0
+    published: float = 0.0  # epoch seconds of a news item or data point; 0: none (graph facts)
+    url: str = ""  # where to read the source, when it has an address

@@ -157,9 +157,10 @@ def ingest_items(
     record = ray.get(store.find_snapshot.remote(source, fingerprint, "open"))
     if record is None:
         committed = ray.get(store.find_snapshot.remote(source, fingerprint, "committed"))
-        if committed is not None:
-            snap = committed.snapshot
-            return NewsReport(batch_key, snap.snapshot_id, snap.seq, "up_to_date", items_in=len(items))
+        if committed is not None:  # a retry of a batch that committed: report what it stored then
+            snap, info = committed.snapshot, committed.info or {}
+            stored = int(info.get("stored", 0))
+            return NewsReport(batch_key, snap.snapshot_id, snap.seq, "up_to_date", items_in=len(items), stored=stored)
         snapshot = ray.get(store.begin_snapshot.remote(source, fingerprint))
     else:
         snapshot = record.snapshot

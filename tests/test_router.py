@@ -70,3 +70,81 @@ def test_embedding_input_limits():
         validate_texts(["a", "b", "c"], config)
     with pytest.raises(ResourceExhausted, match="limit is 5"):
         validate_texts(["abcdef"], config)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What's the latest news?",
+        "latest news about the climate summit",
+        "What was the score of the Arsenal game?",
+        "who won the game last night?",
+        "what's the weather in Berlin?",
+        "will it rain this afternoon?",
+        "what's the price of Tesla stock?",
+        "how are the markets today?",
+        "Did Microsoft shares go up?",
+    ],
+)
+def test_news_questions_route_to_graph_rag_as_news(engine, classifier, text):
+    intent, score = classifier.classify(engine.embed([text], True)[0])
+    assert intent == "news", (text, score)
+    assert RouterConfig().routes[intent] == "graph_rag"
+
+
+@pytest.mark.parametrize(
+    "text", ["Who directed Inception?", "What movies did Tom Hanks star in?", "Who won the Oscar for best picture?"]
+)
+def test_movie_questions_stay_knowledge_beside_news(engine, classifier, text):
+    """Words like "who won" lean to news too; a movie question must still reach the knowledge graph."""
+    intent, score = classifier.classify(engine.embed([text], True)[0])
+    assert intent == "knowledge", (text, score)
+
+
+def test_router_tells_graph_rag_the_intent():
+    """The route passes the decided intent to `GraphRAG.answer`, which picks the news path by it."""
+    import asyncio
+
+    from graphs.router import Router
+    from graphs.turn import RouteDecision, Turn
+
+    calls: list[tuple] = []
+
+    class Stream:
+        def __init__(self, *args) -> None:
+            calls.append(args)
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            raise StopAsyncIteration
+
+    class Handle:
+        def options(self, **_):
+            return self
+
+        def __getattr__(self, name):
+            return type("Method", (), {"remote": staticmethod(lambda *args: Stream(name, *args))})()
+
+    router = object.__new__(Router.func_or_class)  # the deployment's class, without Serve
+    router._config, router._graph_rag, router._llm = RouterConfig(), Handle(), Handle()
+    turn = Turn(turn_id="t1", text="who won the game?", system_prompt="")
+
+    async def decide(_turn):
+        return RouteDecision(intent="news", route="graph_rag", confidence=0.7)
+
+    router.decide = decide
+
+    async def run() -> list:
+        return [item async for item in router.route(turn)]
+
+    assert asyncio.run(run()) == [RouteDecision("news", "graph_rag", 0.7)]
+    assert calls == [("answer", turn, "news")]
+
+
+@pytest.mark.parametrize("text", ["What's up?", "Hello there, how are you doing today?"])
+def test_greetings_with_news_words_stay_chitchat(engine, classifier, text):
+    """Greetings say "what's up" and "today" like news questions do; a greeting must not be answered with headlines."""
+    intent, score = classifier.classify(engine.embed([text], True)[0])
+    assert intent == "chitchat", (text, score)
