@@ -111,6 +111,7 @@ class FeedScheduler:
         self._lock = threading.RLock()  # state and inbox; the pipeline runs under it too (one batch at a time)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._embedder: Any = None  # a warm EmbedderActor, started on the first batch
         self._cursors: dict[str, Cursor] = {}
         self._health = {name: SourceHealth(name, s.kind) for name, s in self._sources.items()}
         self._load_state()
@@ -204,7 +205,10 @@ class FeedScheduler:
                 items = [item_from_dict(json.loads(line)) for line in path.read_text().splitlines() if line]
                 source = key.rsplit("-", 2)[0]
                 try:
-                    report = (self._ingest or ingest_items)(items, self._knowledge, batch_key=key)
+                    if self._ingest is not None:
+                        report = self._ingest(items, self._knowledge, batch_key=key)
+                    else:
+                        report = ingest_items(items, self._knowledge, batch_key=key, embedder=self._warm_embedder())
                 except Exception as error:
                     if source in self._health:
                         self._health[source].last_error = f"ingesting batch {key} failed: {error!r}"
@@ -220,6 +224,20 @@ class FeedScheduler:
                 path.unlink()
                 reports.append(asdict(report))
         return reports
+
+    def _warm_embedder(self) -> Any:
+        """One embedding actor kept for every batch: polls bring a few items each, and loading the model for each
+        would take longer than the items (an actor that died is replaced)."""
+        from ingestion.news import start_embedder
+
+        if self._embedder is not None:
+            try:
+                ray.get(self._embedder.__ray_ready__.remote(), timeout=30)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                self._embedder = None
+        if self._embedder is None:
+            self._embedder = start_embedder(self._knowledge)
+        return self._embedder
 
     def due(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now

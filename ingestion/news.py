@@ -107,7 +107,8 @@ def candidate_names(item: Item, limit: int) -> list[str]:
 
 
 class ChunkEmbedder:
-    """Ray Data actor: rows {"doc_id", "embed_text", ...} in, the same rows with "vector" out (MiniLM, normalised)."""
+    """Ray Data actor: rows {"doc_id", "embed_text", ...} in, the same rows with "vector" out (MiniLM, normalised).
+    Also the body of `EmbedderActor`, a warm model a long-lived caller (the FeedScheduler) keeps across batches."""
 
     def __init__(self, config: EmbeddingsConfig | dict[str, Any], engine_cls: type | None = None) -> None:
         from deployments.embeddings import SentenceTransformerEngine
@@ -115,24 +116,56 @@ class ChunkEmbedder:
         self._engine = (engine_cls or SentenceTransformerEngine)(EmbeddingsConfig.model_validate(config))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vectors = self._engine.embed(list(batch["embed_text"]), normalize=True)
-        return {**batch, "vector": np.asarray(vectors, dtype=np.float32)}
+        return {**batch, "vector": self.embed(list(batch["embed_text"]))}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self._engine.embed(texts, normalize=True), dtype=np.float32)
 
 
-def _embed(rows: list[dict[str, Any]], config: KnowledgeConfig, settings: NewsSettings, engine_cls: type | None):
-    from ray.data import ActorPoolStrategy, DataContext
+EmbedderActor = ray.remote(ChunkEmbedder)
+
+
+def start_embedder(config: KnowledgeConfig, engine_cls: type | None = None) -> Any:
+    """A warm embedding actor with the pipeline's resources (`embed_num_cpus`; a GPU fraction on a cluster would go
+    here): a caller that ingests batch after batch passes it as `ingest_items(embedder=...)`, so no batch waits for
+    a model to load (seconds on a CPU, most of a small batch's time)."""
+    return EmbedderActor.options(num_cpus=config.embed_num_cpus).remote(config.embeddings, engine_cls)
+
+
+def _embed_remote(batch: dict[str, np.ndarray], embedder: Any) -> dict[str, np.ndarray]:
+    return {**batch, "vector": ray.get(embedder.embed.remote(list(batch["embed_text"])))}
+
+
+def _embed(
+    rows: list[dict[str, Any]],
+    config: KnowledgeConfig,
+    settings: NewsSettings,
+    engine_cls: type | None,
+    embedder: Any = None,
+) -> dict[str, np.ndarray]:
+    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
     context = DataContext.get_current()
     saved = context.enable_progress_bars
     context.enable_progress_bars = False
     try:
-        dataset = ray.data.from_items(rows).map_batches(
-            ChunkEmbedder,
-            fn_constructor_kwargs={"config": config.embeddings, "engine_cls": engine_cls},
-            compute=ActorPoolStrategy(size=settings.embed_actors),
-            batch_size=settings.embed_batch_size,
-            num_cpus=config.embed_num_cpus,
-        )
+        dataset = ray.data.from_items(rows)
+        if embedder is not None:  # a warm model: thin tasks hand it the batches
+            dataset = dataset.map_batches(
+                _embed_remote,
+                fn_kwargs={"embedder": embedder},
+                batch_size=settings.embed_batch_size,
+                compute=TaskPoolStrategy(size=2),
+                num_cpus=0.1,
+            )
+        else:  # a pool of its own for this run (batch mode: one run, many items)
+            dataset = dataset.map_batches(
+                ChunkEmbedder,
+                fn_constructor_kwargs={"config": config.embeddings, "engine_cls": engine_cls},
+                compute=ActorPoolStrategy(size=settings.embed_actors),
+                batch_size=settings.embed_batch_size,
+                num_cpus=config.embed_num_cpus,
+            )
         return {row["doc_id"]: np.asarray(row["vector"], dtype=np.float32) for row in dataset.take_all()}
     finally:
         context.enable_progress_bars = saved
@@ -146,10 +179,12 @@ def ingest_items(
     store: Any = None,
     settings: NewsSettings | None = None,
     engine_cls: type | None = None,
+    embedder: Any = None,
     crash_before_commit: bool = False,
 ) -> NewsReport:
     """Stores a batch of items under one snapshot; see the module docstring. Safe to call again with the same
-    `batch_key` after a crash: it resumes the batch's open snapshot and writes nothing twice."""
+    `batch_key` after a crash: it resumes the batch's open snapshot and writes nothing twice. `embedder`: a warm
+    `EmbedderActor` (see `start_embedder`) instead of a pool started for this call."""
     started = time.perf_counter()
     settings = settings or NewsSettings()
     store = store or get_knowledge_store(config)
@@ -179,7 +214,7 @@ def ingest_items(
         for index, piece in enumerate(chunk_text(item.text or item.title, settings.chunk_chars, settings.chunk_overlap))
     ]
     embed_started = time.perf_counter()
-    vectors = _embed(rows, config, settings, engine_cls) if rows else {}
+    vectors = _embed(rows, config, settings, engine_cls, embedder) if rows else {}
     report.embed_s = time.perf_counter() - embed_started
     kept = _drop_near_duplicates(fresh, vectors, store, settings, report)
     kept_ids = {item.item_id for item in kept}
