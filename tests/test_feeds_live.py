@@ -110,6 +110,8 @@ def answer(client: Client, question: str) -> tuple[list, str, str]:
 @pytest.fixture(scope="module")
 def feeds(serve_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feeds]:
     config = KnowledgeConfig.model_validate(serve_stack.knowledge)
+    store = get_knowledge_store(config)
+    before = {r["snapshot_id"] for r in ray.get(store.list_snapshots.remote())}
     with running_server() as server:
         server.state.serve("/bbc.xml", "bbc_news.rss", "application/rss+xml; charset=utf-8")
         server.state.serve("/scores.json", "espn_scoreboard.json", "application/json")
@@ -123,11 +125,16 @@ def feeds(serve_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fee
         state = tmp_path_factory.mktemp("feeds-state")
         scheduler = start(state, sources, config, "feeds-1")
         with Client(serve_stack.target) as client:
-            yield Feeds(server, scheduler, config, state, sources, client)
-        ray.kill(scheduler)
-    store = get_knowledge_store(config)
-    for record in reversed(news_snapshots(config)):
-        ray.get(store.rollback.remote(record["snapshot_id"]))
+            feeds = Feeds(server, scheduler, config, state, sources, client)
+            yield feeds
+        for actor in {scheduler, feeds.scheduler}:
+            ray.kill(actor)
+    # every snapshot this module made, whatever its state: the other Serve tests expect the KB as it was
+    for record in reversed(ray.get(store.list_snapshots.remote())):
+        if record["snapshot_id"] not in before and record["status"] != "rolled_back":
+            ray.get(store.rollback.remote(record["snapshot_id"]))
+    ours = [r for r in ray.get(store.list_snapshots.remote()) if r["snapshot_id"] not in before]
+    assert all(r["status"] == "rolled_back" for r in ours), ours
 
 
 def replace_url(source: SourceConfig, url: str) -> SourceConfig:

@@ -6,6 +6,7 @@ by meaning with their time."""
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,32 @@ def test_a_live_item_with_new_content_is_a_new_version(store):
     [vector] = SentenceTransformerEngine(config.embeddings).embed(["Arsenal Chelsea score"], normalize=True)
     hits = ray.get(actor.search_documents.remote(np.asarray(vector), NEWS_COLLECTION, 5, {"item_id": DERBY.item_id}))
     assert {hit["title"] for hit in hits} == {"Arsenal 2-1 Chelsea", "Arsenal 3-1 Chelsea"}
+
+
+def test_batch_mode_from_the_command_line(tmp_path):
+    """`python -m ingestion feeds` (what `almquist ingest` runs): one poll of each source, ingested, a health table;
+    run again, the drop folder has nothing new and nothing is stored twice."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    drop = tmp_path / "drop"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "feeds" / "drop", drop)
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(f"sources:\n  - name: city-drop\n    kind: folder\n    path: {drop}\n")
+    knowledge = {"graph": {"path": str(tmp_path / "graph")}, "vectors": {"path": str(tmp_path / "q")}}
+    command = [sys.executable, "-m", "ingestion", "--knowledge", json.dumps(knowledge), "feeds", str(sources)]
+    command += ["--state-dir", str(tmp_path / "state")]
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**env, "COLUMNS": "200"})
+    assert first.returncode == 0, first.stderr[-3000:]
+    row = next(line for line in first.stdout.splitlines() if "city-drop" in line)
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    seen, stored = int(cells[1]), int(cells[2])
+    assert stored == seen >= 3 and int(cells[5]) >= 2, first.stdout  # good records stored; bad lines reported
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**env, "COLUMNS": "200"})
+    assert second.returncode == 0, second.stderr[-3000:]
+    row = next(line for line in second.stdout.splitlines() if "city-drop" in line)
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert (int(cells[1]), int(cells[2]), int(cells[4])) == (seen, stored, 1)  # counts kept; one "no new files"
