@@ -388,6 +388,10 @@ def ingestion_entrypoint(schema: Any) -> str:
     """`python -m ingestion metaqa` into the profile's knowledge stores (its `knowledge` args as JSON, as `almquist
     up` passes them), reading kb.txt from the data volume."""
     knowledge, _ = knowledge_args(schema)
+    # The job's own cluster has CPU workers only: its embedding actors run there, not on the serving GPUs.
+    knowledge = {**knowledge, "embed_num_gpus": 0.0, "embed_resources": {}}
+    if "embeddings" in knowledge:
+        knowledge["embeddings"] = {**knowledge["embeddings"], "device": "cpu"}
     command = ["python", "-m", "ingestion", "--knowledge", json.dumps(knowledge, sort_keys=True)]
     return shlex.join([*command, "metaqa", "--kb", f"{DATA_MOUNT}/metaqa/kb.txt"])
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from almquist.runtime import PROFILE_DIR, profile_path
 PLAN_DIR = PROFILE_DIR / "plans"
 NODE_TYPE_UNITS = 1000  # a node declares node_type_<type>: 1000; a replica pinned to the type asks for 1
 SCENARIOS = ("start", "max")
+INGESTION_EMBEDDER = "IngestionEmbedder"  # the ingestion pipelines' embedding actor (KnowledgeConfig.embed_*)
 _EPS = 1e-9
 
 
@@ -96,6 +97,9 @@ class Plan(_Strict):
     nodes: list[Node] = Field(min_length=1)
     estimates: dict[str, Estimate] = Field(default_factory=dict)
     planned: dict[str, PlannedDeployment] = Field(default_factory=dict)
+    # Plain Ray actors that hold a GPU fraction (not Serve deployments): their options come from the profile's args
+    # (`INGESTION_EMBEDDER` from `knowledge.embed_num_gpus`); the plan repeats them so their memory is counted.
+    actors: dict[str, PlannedDeployment] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -315,6 +319,38 @@ def _planned_demand(name: str, planned: PlannedDeployment) -> DeploymentDemand:
     )
 
 
+def _check_ingestion_embedder(schema: Any, plan: Plan, errors: list[str]) -> None:
+    """A profile whose ingestion embeds on a GPU fraction needs the same actor in the plan, and the other way round."""
+    for app in schema.applications:
+        knowledge = (app.args or {}).get("knowledge") or {}
+        gpus = float(knowledge.get("embed_num_gpus", 0) or 0)
+        planned = plan.actors.get(INGESTION_EMBEDDER)
+        if gpus <= 0:
+            if planned is not None:
+                errors.append(
+                    f"{INGESTION_EMBEDDER}: planned with num_gpus {planned.num_gpus:g}, but the profile's"
+                    " knowledge.embed_num_gpus is 0 (the actor runs on CPU)"
+                )
+            continue
+        if planned is None:
+            errors.append(
+                f"{INGESTION_EMBEDDER}: the profile's knowledge.embed_num_gpus is {gpus:g}, but the plan has"
+                f" no `actors: {INGESTION_EMBEDDER}` entry counting its memory"
+            )
+            continue
+        if abs(planned.num_gpus - gpus) > _EPS:
+            errors.append(
+                f"{INGESTION_EMBEDDER}: num_gpus is {planned.num_gpus:g} in the plan but {gpus:g} in the"
+                " profile's knowledge.embed_num_gpus"
+            )
+        pinned = {key.removeprefix("node_type_") for key in (knowledge.get("embed_resources") or {})}
+        if planned.node_type and pinned != {planned.node_type}:
+            errors.append(
+                f"{INGESTION_EMBEDDER}: pinned to node type {planned.node_type!r} in the plan but"
+                f" {sorted(pinned) or 'none'} by the profile's knowledge.embed_resources"
+            )
+
+
 def _lookup(args: dict[str, Any], dotted: str) -> Any:
     value: Any = args
     for part in dotted.split("."):
@@ -338,6 +374,9 @@ def demands_of(schema: Any, plan: Plan, errors: list[str]) -> list[DeploymentDem
             errors.append(f"{name}: is in the profile now; delete its `planned:` entry (the profile's options win)")
             continue
         demands.append(_planned_demand(name, planned))
+    for name, actor in plan.actors.items():
+        demands.append(replace(_planned_demand(name, actor), app="(actor)"))
+    _check_ingestion_embedder(schema, plan, errors)
     known = {demand.name for demand in demands}
     for name in plan.estimates:
         if name not in known:

@@ -126,10 +126,10 @@ EmbedderActor = ray.remote(ChunkEmbedder)
 
 
 def start_embedder(config: KnowledgeConfig, engine_cls: type | None = None) -> Any:
-    """A warm embedding actor with the pipeline's resources (`embed_num_cpus`; a GPU fraction on a cluster would go
-    here): a caller that ingests batch after batch passes it as `ingest_items(embedder=...)`, so no batch waits for
-    a model to load (seconds on a CPU, most of a small batch's time)."""
-    return EmbedderActor.options(num_cpus=config.embed_num_cpus).remote(config.embeddings, engine_cls)
+    """A warm embedding actor with the pipeline's resources (`KnowledgeConfig.embed_actor_options`: CPUs, and on a
+    cluster a GPU fraction and a node-type pin). A caller that ingests batch after batch passes it as
+    `ingest_items(embedder=...)`, so no batch waits for a model to load (seconds on a CPU, most of a small batch)."""
+    return EmbedderActor.options(**config.embed_actor_options()).remote(config.embeddings, engine_cls)
 
 
 def _embed_remote(batch: dict[str, np.ndarray], embedder: Any) -> dict[str, np.ndarray]:
@@ -164,7 +164,7 @@ def _embed(
                 fn_constructor_kwargs={"config": config.embeddings, "engine_cls": engine_cls},
                 compute=ActorPoolStrategy(size=settings.embed_actors),
                 batch_size=settings.embed_batch_size,
-                num_cpus=config.embed_num_cpus,
+                **config.embed_actor_options(),
             )
         return {row["doc_id"]: np.asarray(row["vector"], dtype=np.float32) for row in dataset.take_all()}
     finally:

@@ -132,7 +132,7 @@ def _dataset(
             fn_constructor_kwargs={"config": config.embeddings, "engine_cls": engine_cls},
             compute=ActorPoolStrategy(size=config.embed_actors),
             batch_size=1,
-            num_cpus=config.embed_num_cpus,
+            **config.embed_actor_options(),
         )
         .map_batches(
             _write_vectors, fn_kwargs={"store": store, "snapshot_id": snapshot_id, "collection": collection}, **thin

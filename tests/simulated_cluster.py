@@ -74,7 +74,7 @@ def swap_engines(schema: Any, work: Path, llm_dir: str) -> None:
 def deploy_planned(plan: placement.Plan, schema: Any) -> list[str]:
     in_profile = {d.name for app in schema.applications for d in app.deployments}
     names = []
-    for name, planned in plan.planned.items():
+    for name, planned in {**plan.planned, **plan.actors}.items():
         if name in in_profile:
             continue
         resources = {f"node_type_{planned.node_type}": 1} if planned.node_type else {}

@@ -419,7 +419,12 @@ def test_the_ingestion_job_runs_metaqa_into_the_profiles_stores() -> None:
         "--kb",
     ]
     knowledge, _ = runtime.knowledge_args(profile())
-    assert json.loads(knowledge_json) == knowledge  # the stores the RayService reads from, password by env name
+    given = json.loads(knowledge_json)
+    for key in ("graph", "vectors"):  # the stores the RayService reads from, password by env name
+        assert given[key] == knowledge[key]
+    # the job's CPU cluster embeds: no GPU fraction, no pin to the serving cluster's GPU node types
+    assert given["embed_num_gpus"] == 0 and given["embed_resources"] == {} and given["embeddings"]["device"] == "cpu"
+    assert knowledge["embed_num_gpus"] > 0  # while the profile's own ingestion embeds on a GPU fraction
     assert Path(kb) == Path(kuberay.DATA_MOUNT) / "metaqa" / "kb.txt"
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] > 0
     for group in [spec["rayClusterSpec"]["headGroupSpec"], *spec["rayClusterSpec"]["workerGroupSpecs"]]:

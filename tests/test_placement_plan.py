@@ -187,3 +187,15 @@ def test_ray_cluster_yaml_declares_the_plans_nodes():
         assert json.loads(result.stdout) == {f"node_{node.name}": 1, f"node_type_{node.type}": 1000}
     lost = run_cli("resources", "--address", "192.0.2.1")
     assert lost.returncode == 2 and "none of the plan's nodes" in lost.stderr
+
+
+def test_the_ingestion_embedder_must_match_the_profile(tmp_path):
+    def edit(raw):
+        raw["applications"][0]["args"]["knowledge"]["embed_num_gpus"] = 0.05
+
+    report = placement.check_profile(edited(tmp_path, PROFILE, edit), PLAN)
+    assert report.errors == [
+        "IngestionEmbedder: num_gpus is 0.03 in the plan but 0.05 in the profile's knowledge.embed_num_gpus"
+    ]
+    report = placement.check_profile(PROFILE, edited(tmp_path, PLAN, lambda raw: raw.pop("actors")))
+    assert any("no `actors: IngestionEmbedder` entry" in e for e in report.errors), report.errors

@@ -51,3 +51,12 @@ class KnowledgeConfig(_Strict):
     batch_size: int = Field(2000, gt=0, description="Source lines per ingestion batch (the checkpoint unit).")
     embed_actors: int = Field(1, gt=0, description="Embedding actors in the ingestion pipeline's pool.")
     embed_num_cpus: float = Field(1.0, gt=0, description="CPUs each embedding actor reserves.")
+    embed_num_gpus: float = Field(0.0, ge=0, le=1, description="GPU fraction each embedding actor reserves (cluster).")
+    embed_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom resources of each embedding actor (a node-type pin on a cluster)."
+    )
+
+    def embed_actor_options(self) -> dict[str, object]:
+        """Ray resources of one embedding actor (the pipelines' pools and the scheduler's warm one)."""
+        resources = dict(self.embed_resources)
+        return {"num_cpus": self.embed_num_cpus, "num_gpus": self.embed_num_gpus, "resources": resources}
