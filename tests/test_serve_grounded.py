@@ -76,7 +76,10 @@ def loaded(serve_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lo
     reference = KGQA(graph, PathClassifier.load(serve_stack.kgqa_model_dir, embed), EntityLinker.from_store(graph))
     channel = grpc.insecure_channel(serve_stack.target)
     knowledge = knowledge_pb2_grpc.KnowledgeStub(channel)
-    [snapshot] = knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=METADATA).snapshots
+    listed = knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=METADATA).snapshots
+    # earlier modules (the live feeds) leave their snapshots rolled back: this slice's is the one live snapshot
+    assert [s.snapshot_id for s in listed if s.status != "rolled_back"] == [report.snapshot_id]
+    [snapshot] = [s for s in listed if s.snapshot_id == report.snapshot_id]
     yield Loaded(
         config,
         knowledge,
