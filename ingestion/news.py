@@ -58,7 +58,7 @@ class NewsReport:
     batch_key: str
     snapshot_id: str
     seq: int
-    status: str  # "committed" | "up_to_date"
+    status: str  # "committed" | "up_to_date" (committed before) | "nothing_new" (all duplicates: no snapshot)
     items_in: int = 0
     duplicates: int = 0
     near_duplicates: int = 0
@@ -196,12 +196,8 @@ def ingest_items(
             snap, info = committed.snapshot, committed.info or {}
             stored = int(info.get("stored", 0))
             return NewsReport(batch_key, snap.snapshot_id, snap.seq, "up_to_date", items_in=len(items), stored=stored)
-        snapshot = ray.get(store.begin_snapshot.remote(source, fingerprint))
-    else:
-        snapshot = record.snapshot
-    report = NewsReport(batch_key, snapshot.snapshot_id, snapshot.seq, "committed", items_in=len(items))
-
-    fresh = _drop_exact_duplicates(items, store, snapshot.snapshot_id, report)
+    report = NewsReport(batch_key, "", 0, "committed", items_in=len(items))
+    fresh = _drop_exact_duplicates(items, store, record.snapshot.snapshot_id if record else "", report)
     rows = [
         {
             "doc_id": doc_id(item, index),
@@ -219,6 +215,14 @@ def ingest_items(
     kept = _drop_near_duplicates(fresh, vectors, store, settings, report)
     kept_ids = {item.item_id for item in kept}
     rows = [row for row in rows if row["item_id"] in kept_ids]
+    if not kept and record is None:
+        # Nothing new (a feed whose ETag changed with the same items): no snapshot, so readers' caches, keyed by
+        # the latest commit, stay valid. Running the batch again finds the same duplicates.
+        report.status = "nothing_new"
+        report.wall_s = time.perf_counter() - started
+        return report
+    snapshot = record.snapshot if record else ray.get(store.begin_snapshot.remote(source, fingerprint))
+    report.snapshot_id, report.seq = snapshot.snapshot_id, snapshot.seq
 
     nodes, edges, linked = _graph_rows(kept, store, settings)
     created = ray.get(store.upsert_batch.remote(snapshot.snapshot_id, nodes, edges))

@@ -131,9 +131,11 @@ def test_a_batch_is_stored_once_deduplicated_and_linked(store):
     again = ingest_items(items, config, batch_key="wire-1", store=actor)
     assert again.status == "up_to_date" and graph_counts(actor) == after
     # the same items in a later batch: all duplicates of stored ones
+    snapshots = len(ray.get(actor.list_snapshots.remote()))
     later = ingest_items([HANKS, DERBY], config, batch_key="wire-2", store=actor)
-    assert (later.duplicates, later.stored, later.created_vectors) == (2, 0, 0)
+    assert (later.status, later.duplicates, later.stored, later.created_vectors) == ("nothing_new", 2, 0, 0)
     assert graph_counts(actor) == after
+    assert len(ray.get(actor.list_snapshots.remote())) == snapshots  # no empty snapshot for a batch of duplicates
 
 
 def test_stored_chunks_are_found_by_meaning_with_their_time(store):
