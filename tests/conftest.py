@@ -78,6 +78,20 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
         ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A Ray for a test module that needs one but not the Serve stack: the session's if one runs (the serve_stack
+    fixture's), else a local one of its own, shut down after the module."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> str:
     from almquist.config import resolve_model_ref

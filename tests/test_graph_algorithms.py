@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from almquist.stores.schema import METAQA_RELATIONS, node_id
 from graphs.graph_rag import GraphRAG
 from graphs.graph_tools import ActorQueryRunner, GraphTools
 from graphs.kgqa.metaqa import write_triples
+from tests.local_actor import LocalActor
 
 Triple = tuple[str, str, str]
 
@@ -242,24 +243,6 @@ def knowledge(tmp_path: Path):
     store.close()
 
 
-class _Remote:
-    def __init__(self, method: Any) -> None:
-        self._method = method
-
-    async def remote(self, *args: Any) -> Any:
-        return self._method(*args)
-
-
-class LocalActor:
-    """`actor.method.remote(...)` awaited, on a plain KnowledgeStore."""
-
-    def __init__(self, store: KnowledgeStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> _Remote:
-        return _Remote(getattr(self._store, name))
-
-
 def tools_over(knowledge: KnowledgeStore, runner: Any = None) -> GraphTools:
     """GraphRAG's GraphTools over a plain KnowledgeStore: its handle's stand-in, and its `run` (or `runner`)."""
     return GraphTools(LocalActor(knowledge), knowledge if runner is None else runner)
@@ -419,16 +402,6 @@ class Blocking:
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._actor, name)
         return lambda *args: ray.get(method.remote(*args))
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    if started:
-        ray.shutdown()
 
 
 def test_reads_through_the_actor_stay_prompt_while_the_replica_runs_louvain(local_ray, tmp_path: Path):

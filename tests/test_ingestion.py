@@ -9,7 +9,6 @@ one store and the crash is simulated on the movies graph ingested on top of the 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,6 @@ from tests.test_stores import Reference
 SLICE_LINES = 1000
 BAD_LINE = 617  # where the slice gets a malformed line
 BATCH = 250
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    started = not ray.is_initialized()
-    if started:
-        ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,6 @@ from ingestion.sources.model import NEWS_COLLECTION, Item, item_id_for
 NOW = time.time()
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    started = not ray.is_initialized()
-    if started:
-        ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield
-    if started:
-        ray.shutdown()
-
-
 def item(key: str, title: str, text: str, category: str = "news", entities: tuple[str, ...] = (), **kw) -> Item:
     return Item(
         source=kw.pop("source", "wire"),

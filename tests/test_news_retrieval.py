@@ -28,6 +28,7 @@ from graphs.news import NO_ITEMS, NewsQuery, NewsRetriever, format_time, read_qu
 from graphs.turn import Citation, Turn
 from ingestion.news import chunk_text
 from ingestion.sources.model import NEWS_COLLECTION, Item, item_id_for
+from tests.local_actor import LocalActor
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC).timestamp()
 HOUR = 3600.0
@@ -249,24 +250,6 @@ def store_items(store: KnowledgeStore, engine: SentenceTransformerEngine, items:
     if commit:
         store.commit_snapshot(snapshot.snapshot_id)
     return snapshot
-
-
-class _Remote:
-    def __init__(self, method: Any) -> None:
-        self._method = method
-
-    async def remote(self, *args: Any) -> Any:
-        return self._method(*args)
-
-
-class LocalActor:
-    """`actor.method.remote(...)` awaited, on a plain object standing in for an actor or a deployment handle."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-
-    def __getattr__(self, name: str) -> _Remote:
-        return _Remote(getattr(self._target, name))
 
 
 class LocalEmbeddings:
