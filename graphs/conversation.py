@@ -5,6 +5,12 @@ TurnStarted, AnswerTokens, TurnEnd. A Converse stream runs three things at once:
 events (queueing typed turns, acting on interrupts at once), a worker that answers queued turns one after another
 through the router, and the response loop that sends what they produce. Stream-level problems end the RPC with a
 status; a bad event inside a live stream gets an in-band ErrorEvent and the stream goes on.
+
+Pictures: an `ImageFrame` with text is a turn about the picture (queued like typed text; a drawing comes back as
+a MediaResult event). An `ImageFrame` without text is a camera frame: it is read for hand gestures, and a stop
+gesture (an open palm, by default) interrupts the answer being spoken. Camera frames that arrive while one is
+being read are dropped: only the newest posture matters. The ingress also serves `almquist.v1.Media`
+(graphs/media).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.sessions import Exchange, SessionInfo, get_session_store
 from almquist import metrics
-from almquist.config import AppConfig, ConversationConfig
+from almquist.config import AppConfig, ConversationConfig, ImageLimits
 from almquist.errors import (
     AlmquistError,
     FailedPrecondition,
@@ -33,14 +39,16 @@ from almquist.errors import (
     as_almquist_error,
     unwrap,
 )
+from almquist.images import decode_image
 from almquist.stores.algorithms import Community, GraphPath, RankedEntity
-from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2
+from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2, media_pb2
 from deployments.embeddings import Embeddings
 from deployments.llm.engine import ChatMessage, TokenChunk
 from deployments.llm.server import LLMServer
 from graphs.graph_rag import GraphRAG, citations_of
+from graphs.media import MediaHandles, MediaService
 from graphs.router import Router
-from graphs.turn import Citation, RouteDecision, Turn
+from graphs.turn import Citation, ImageInput, MediaItem, RouteDecision, Turn
 
 _END = object()  # closes a stream's outgoing queue
 
@@ -55,12 +63,21 @@ class _TurnSettings:
     max_tokens: int
 
 
+@dataclass(frozen=True)
+class _QueuedTurn:
+    """A user turn waiting for the one before it to end."""
+
+    text: str
+    image: ImageInput | None = None
+
+
 @dataclass
 class _StreamState:
     """The live state of one Converse stream."""
 
     current: asyncio.Task | None = None
     interrupt_reason: str | None = None
+    camera: asyncio.Task | None = None  # the camera frame being read for gestures
 
 
 async def _call(ref: Any) -> Any:
@@ -84,6 +101,16 @@ def citation_proto(citation: Citation) -> knowledge_pb2.Citation:
         score=citation.score,
         uri=citation.url,
         published_unix_s=citation.published,
+    )
+
+
+def media_result_proto(item: MediaItem) -> media_pb2.MediaResult:
+    return media_pb2.MediaResult(
+        kind=item.kind,
+        mime_type=item.mime_type,
+        data=item.data,
+        description=item.description,
+        metadata=dict(item.metadata),
     )
 
 
@@ -120,7 +147,7 @@ def _abort(grpc_context: Any, error: AlmquistError) -> None:
 
 
 @serve.deployment(name="ConversationIngress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
-class ConversationIngress:
+class ConversationIngress(MediaService):
     def __init__(
         self,
         router: DeploymentHandle,
@@ -128,9 +155,15 @@ class ConversationIngress:
         default_max_tokens: int = 128,
         max_tokens_limit: int = 1024,
         knowledge: DeploymentHandle | None = None,
+        media: dict[str, DeploymentHandle] | None = None,
+        stop_gestures: tuple[str, ...] = ("open_palm",),
+        image_limits: ImageLimits | dict[str, Any] | None = None,
     ) -> None:
         self._router = router
         self._knowledge = knowledge
+        self._media = MediaHandles(**(media or {}))
+        self._stop_gestures = tuple(stop_gestures)
+        self._image_limits = ImageLimits.model_validate(image_limits or {})
         self._config = ConversationConfig.model_validate(config or {})
         self._default_max_tokens = default_max_tokens
         self._max_tokens_limit = max_tokens_limit
@@ -143,7 +176,7 @@ class ConversationIngress:
         try:
             settings = await self._ask_settings(request)
             text = self._check_text(request.text)
-            async for event in self._answer(text, settings, _StreamState()):
+            async for event in self._answer(_QueuedTurn(text), settings, _StreamState()):
                 kind = event.WhichOneof("event")
                 if kind == "turn_started":
                     response.turn_id = event.turn_started.turn_id
@@ -168,7 +201,7 @@ class ConversationIngress:
         except AlmquistError as error:
             _abort(grpc_context, error)
         sequence = 0
-        async for event in self._answer(text, settings, _StreamState()):
+        async for event in self._answer(_QueuedTurn(text), settings, _StreamState()):
             event.sequence = sequence
             sequence += 1
             yield event
@@ -192,7 +225,7 @@ class ConversationIngress:
             session.session_id, session.thread_id, session.personality, self._max_tokens(first.start.max_tokens)
         )
         out: asyncio.Queue[Any] = asyncio.Queue()
-        turns: asyncio.Queue[str | None] = asyncio.Queue()
+        turns: asyncio.Queue[_QueuedTurn | None] = asyncio.Queue()
         state = _StreamState()
         reader = asyncio.create_task(self._read_events(request_stream, turns, out, state))
         worker = asyncio.create_task(self._answer_turns(turns, out, settings, state))
@@ -212,9 +245,10 @@ class ConversationIngress:
                 sequence += 1
                 yield event
         finally:
-            for task in (reader, worker):
+            tasks = [t for t in (reader, worker, state.camera) if t is not None]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, worker, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._sessions.release_stream.remote(session.session_id, stream_id)
 
     # ----- Knowledge service (almquist.v1.Knowledge), served by the same ingress -----
@@ -317,7 +351,7 @@ class ConversationIngress:
     async def _read_events(
         self,
         request_stream: AsyncIterator[conversation_pb2.ClientEvent],
-        turns: asyncio.Queue[str | None],
+        turns: asyncio.Queue[_QueuedTurn | None],
         out: asyncio.Queue[Any],
         state: _StreamState,
     ) -> None:
@@ -325,7 +359,7 @@ class ConversationIngress:
         try:
             async for event in request_stream:
                 try:
-                    self._accept(event, turns, state)
+                    self._accept(event, turns, out, state)
                 except AlmquistError as error:
                     metrics.record(metrics.ERRORS, 1, code=error.code.name, where="event")
                     out.put_nowait(
@@ -336,32 +370,80 @@ class ConversationIngress:
         finally:
             turns.put_nowait(None)  # the client is done sending: answer what is queued, then end the stream
 
-    def _accept(self, event: conversation_pb2.ClientEvent, turns: asyncio.Queue[str | None], state: _StreamState):
+    def _accept(
+        self,
+        event: conversation_pb2.ClientEvent,
+        turns: asyncio.Queue[_QueuedTurn | None],
+        out: asyncio.Queue[Any],
+        state: _StreamState,
+    ) -> None:
         kind = event.WhichOneof("event")
         if kind == "text":
-            text = self._check_text(event.text.text)
-            if turns.qsize() >= self._config.max_pending_turns:
-                raise ResourceExhausted(f"{turns.qsize()} turns are already waiting; send the next one after a TurnEnd")
-            turns.put_nowait(text)
+            self._queue(turns, _QueuedTurn(self._check_text(event.text.text)))
+        elif kind == "image" and event.image.text.strip():
+            decode_image(event.image.data, event.image.mime_type, self._image_limits)  # refuse bad bytes now
+            image = ImageInput(event.image.data, event.image.mime_type)
+            self._queue(turns, _QueuedTurn(self._check_text(event.image.text), image))
+        elif kind == "image":
+            self._camera_frame(event.image, out, state)
         elif kind == "interrupt":
-            if state.current is not None and not state.current.done():
-                state.interrupt_reason = event.interrupt.reason or "interrupted by the client"
-                state.current.cancel()
+            self._interrupt(state, event.interrupt.reason or "interrupted by the client")
         elif kind == "start":
             raise FailedPrecondition("the session is already started; SessionStart is only valid as the first event")
-        elif kind in ("audio", "image", "end_of_turn"):
+        elif kind in ("audio", "end_of_turn"):
             raise Unimplemented(f"{kind} input is not served by this deployment yet; send typed text")
         else:
             raise InvalidArgument("empty ClientEvent: set one of start, text, audio, image, end_of_turn, interrupt")
 
+    def _queue(self, turns: asyncio.Queue[_QueuedTurn | None], turn: _QueuedTurn) -> None:
+        if turns.qsize() >= self._config.max_pending_turns:
+            raise ResourceExhausted(f"{turns.qsize()} turns are already waiting; send the next one after a TurnEnd")
+        turns.put_nowait(turn)
+
+    @staticmethod
+    def _interrupt(state: _StreamState, reason: str) -> None:
+        if state.current is not None and not state.current.done():
+            state.interrupt_reason = reason
+            state.current.cancel()
+
+    def _camera_frame(self, frame: common_pb2.ImageFrame, out: asyncio.Queue[Any], state: _StreamState) -> None:
+        """Reads a camera frame for a stop gesture, unless the previous frame is still being read."""
+        if self._media.gestures is None:
+            raise Unimplemented(
+                "an ImageFrame without text is a camera frame for gestures, and no gesture model is deployed "
+                "(vision.gestures): add text to ask about the picture"
+            )
+        decode_image(frame.data, frame.mime_type, self._image_limits)
+        if state.camera is None or state.camera.done():
+            state.camera = asyncio.create_task(self._read_gestures(frame, out, state))
+
+    async def _read_gestures(self, frame: common_pb2.ImageFrame, out: asyncio.Queue[Any], state: _StreamState) -> None:
+        try:
+            hands = await self._media.gestures.recognize.remote(frame.data, frame.mime_type)  # type: ignore[union-attr]
+        except Exception as error:
+            ours = as_almquist_error(error) or AlmquistError(f"reading the camera frame failed: {unwrap(error)!r}")
+            out.put_nowait(
+                conversation_pb2.ServerEvent(
+                    error=conversation_pb2.ErrorEvent(code=ours.code.value[0], message=ours.message)
+                )
+            )
+            return
+        stops = [hand.gesture for hand in hands if hand.gesture in self._stop_gestures]
+        if stops:
+            self._interrupt(state, f"stop gesture ({stops[0].replace('_', ' ')}) seen on camera")
+
     async def _answer_turns(
-        self, turns: asyncio.Queue[str | None], out: asyncio.Queue[Any], settings: _TurnSettings, state: _StreamState
+        self,
+        turns: asyncio.Queue[_QueuedTurn | None],
+        out: asyncio.Queue[Any],
+        settings: _TurnSettings,
+        state: _StreamState,
     ) -> None:
         """Answers queued turns one at a time, in order."""
         try:
-            while (text := await turns.get()) is not None:
+            while (queued := await turns.get()) is not None:
                 state.interrupt_reason = None
-                state.current = asyncio.create_task(self._pump(self._answer(text, settings, state), out))
+                state.current = asyncio.create_task(self._pump(self._answer(queued, settings, state), out))
                 await state.current
         finally:
             out.put_nowait(_END)
@@ -374,9 +456,10 @@ class ConversationIngress:
     # ----- one turn -----
 
     async def _answer(
-        self, text: str, settings: _TurnSettings, state: _StreamState
+        self, queued: _QueuedTurn, settings: _TurnSettings, state: _StreamState
     ) -> AsyncIterator[conversation_pb2.ServerEvent]:
         """Routes one turn and turns the router's stream into ServerEvents, always ending with TurnEnd."""
+        text = queued.text
         turn_id = uuid.uuid4().hex[:16]
         started = time.monotonic()
         history = await self._history(settings)
@@ -386,6 +469,8 @@ class ConversationIngress:
             system_prompt=self._config.personalities[settings.personality],
             history=history,
             max_tokens=settings.max_tokens,
+            modality="image" if queued.image is not None else "text",
+            image=queued.image,
         )
         answer: list[str] = []
         reason = common_pb2.TURN_END_REASON_COMPLETED
@@ -409,6 +494,8 @@ class ConversationIngress:
                     )
                 elif isinstance(item, Citation):
                     yield conversation_pb2.ServerEvent(turn_id=turn_id, citation=citation_proto(item))
+                elif isinstance(item, MediaItem):
+                    yield conversation_pb2.ServerEvent(turn_id=turn_id, media=media_result_proto(item))
                 elif isinstance(item, TokenChunk):
                     if item.text:
                         yield conversation_pb2.ServerEvent(
@@ -503,15 +590,55 @@ class ConversationIngress:
 
 
 def compose(
-    config: AppConfig, llm_engine_cls: str | type | None = None, embeddings_engine_cls: type | None = None
+    config: AppConfig,
+    llm_engine_cls: str | type | None = None,
+    embeddings_engine_cls: type | None = None,
+    vision_engines: dict[str, type] | None = None,
 ) -> Application:
-    """The conversation graph: ingress -> router -> {llm, graph_rag -> llm}, with embeddings for both."""
+    """The conversation graph: ingress -> router -> {llm, graph_rag -> llm, scene describer, image_gen}, with
+    embeddings for both and the vision families the profile configures (`vision_engines` swaps their engines)."""
+    from deployments.depth import Depth
+    from deployments.detection import Detector
+    from deployments.gestures import Gestures
+    from deployments.image_gen import ImageGen
+    from deployments.scene_changes import SceneChanges
+    from deployments.segmentation import Segmentation
+
+    from graphs.vision import SceneDescriber
+
+    engines = vision_engines or {}
     embeddings = Embeddings.bind(config.embeddings, embeddings_engine_cls)
     llm = LLMServer.bind(config.llm, llm_engine_cls)
     graph_rag = GraphRAG.bind(llm, embeddings, config.knowledge, config.kgqa, config.news)
-    router = Router.bind(llm, graph_rag, embeddings, config.router)
+    vision = config.vision
+    families = {
+        "detection": Detector,
+        "depth": Depth,
+        "segmentation": Segmentation,
+        "gestures": Gestures,
+        "scene_changes": SceneChanges,
+        "image_gen": ImageGen,
+    }
+    bound = {
+        name: deployment.bind(getattr(vision, name), engines.get(name))
+        for name, deployment in families.items()
+        if getattr(vision, name) is not None
+    }
+    scene = (
+        SceneDescriber.bind(bound["detection"], llm, vision.detection, bound.get("depth"), bound.get("segmentation"))
+        if "detection" in bound
+        else None
+    )
+    router = Router.bind(llm, graph_rag, embeddings, config.router, scene, bound.get("image_gen"))
+    stop_gestures = vision.gestures.stop_gestures if vision.gestures else ()
     return ConversationIngress.bind(
-        router, config.conversation, config.llm.default_max_tokens, config.llm.max_tokens_limit, graph_rag
+        router,
+        config.conversation,
+        config.llm.default_max_tokens,
+        config.llm.max_tokens_limit,
+        graph_rag,
+        {"embeddings": embeddings, **bound},
+        stop_gestures,
     )
 
 

@@ -9,7 +9,9 @@ from the knowledge graph, "news" from real-time items with a recency preference.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -17,8 +19,23 @@ from ray.serve.handle import DeploymentHandle
 
 from almquist import metrics
 from almquist.config import RouterConfig
+from almquist.errors import FailedPrecondition
 from deployments.llm.engine import TokenChunk
-from graphs.turn import RouteDecision, Turn
+from graphs.turn import MediaItem, RouteDecision, Turn
+
+_DRAW_PREFIX = re.compile(
+    r"^\s*(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+)?(?:please\s+)?"
+    r"(?:draw|paint|sketch|make|create|generate|render|design)\s+(?:me\s+|us\s+)?"
+    r"(?:(?:a|an)\s+(?:picture|image|drawing|painting|sketch|poster|illustration)\s+of\s+)?",
+    re.IGNORECASE,
+)
+
+
+def drawing_prompt(text: str) -> str:
+    """'Can you draw me a castle on a hill?' -> 'a castle on a hill': what to draw, for the image model."""
+    prompt = _DRAW_PREFIX.sub("", text).strip().rstrip("?.! ")
+    prompt = re.sub(r"[\s,]+please$", "", prompt, flags=re.IGNORECASE)
+    return prompt or text.strip()
 
 
 class IntentClassifier:
@@ -47,11 +64,15 @@ class Router:
         graph_rag: DeploymentHandle,
         embeddings: DeploymentHandle,
         config: RouterConfig | dict | None = None,
+        scene: DeploymentHandle | None = None,
+        image_gen: DeploymentHandle | None = None,
     ) -> None:
         self._config = RouterConfig.model_validate(config or {})
         self._llm = llm
         self._graph_rag = graph_rag
         self._embeddings = embeddings
+        self._scene = scene
+        self._image_gen = image_gen
         self._classifier: IntentClassifier | None = None
         self._classifier_lock = asyncio.Lock()
 
@@ -73,15 +94,54 @@ class Router:
             [vector] = await self._embeddings.embed.remote([turn.text])
             intent, score = classifier.classify(vector)
         route = self._config.routes.get(intent, "llm")
+        if turn.image is not None and route != "image_gen":
+            route = "vision"  # a question about a picture is answered from what the picture holds
         return RouteDecision(intent=intent, route=route, confidence=max(0.0, min(1.0, score)))
 
-    async def route(self, turn: Turn) -> AsyncIterator[RouteDecision | TokenChunk]:
+    async def route(self, turn: Turn) -> AsyncIterator[RouteDecision | TokenChunk | Any]:
         decision = await self.decide(turn)
         yield decision
-        if decision.route == "graph_rag":
+        if decision.route == "image_gen":
+            async for item in self._draw(turn):
+                yield item
+            return
+        if decision.route == "vision":
+            if self._scene is None:
+                raise FailedPrecondition(
+                    "this deployment cannot look at pictures: configure vision.detection in the Serve config"
+                )
+            stream = self._scene.options(stream=True).describe.remote(turn)
+        elif decision.route == "graph_rag":
             # the intent picks GraphRAG's path: the knowledge graph, or real-time items for "news"
             stream = self._graph_rag.options(stream=True).answer.remote(turn, decision.intent)
         else:
             stream = self._llm.options(stream=True).generate.remote(turn.generation_request())
         async for chunk in stream:
             yield chunk
+
+    async def _draw(self, turn: Turn) -> AsyncIterator[TokenChunk | MediaItem]:
+        """A drawing for a "draw" turn: a caption, then the image (the turn's picture, redrawn, when it has one)."""
+        if self._image_gen is None:
+            raise FailedPrecondition("this deployment cannot draw: configure vision.image_gen in the Serve config")
+        prompt = drawing_prompt(turn.text)
+        init_image = (turn.image.data, turn.image.mime_type) if turn.image is not None else None
+        output = None
+        async for item in self._image_gen.options(stream=True).generate.remote(prompt, init_image=init_image):
+            output = item  # progress events, then the image; Converse has no progress event: keep the last
+        caption = f"Here is {prompt}." if init_image is None else f"Here is your picture, redrawn as {prompt}."
+        words = re.findall(r"\S+\s*", caption)
+        for i, word in enumerate(words):
+            yield TokenChunk(token_id=-1, text=word, index=i, finish_reason="stop" if i == len(words) - 1 else None)
+        yield MediaItem(
+            kind="image",
+            mime_type="image/png",
+            data=output.png,
+            description=prompt,
+            metadata=(
+                ("seed", str(output.seed)),
+                ("steps", str(output.steps)),
+                ("size", f"{output.width}x{output.height}"),
+                ("mode", output.mode),
+                ("model", output.model),
+            ),
+        )

@@ -8,6 +8,14 @@ from deployments.llm.engine import ChatMessage, GenerationRequest
 
 
 @dataclass(frozen=True)
+class ImageInput:
+    """A picture that came with a turn: encoded bytes, as the client sent them (decoded by the model's replica)."""
+
+    data: bytes
+    mime_type: str = ""
+
+
+@dataclass(frozen=True)
 class Turn:
     """A user turn, ready to answer: the text plus everything the answerer needs from the session."""
 
@@ -17,6 +25,7 @@ class Turn:
     history: tuple[ChatMessage, ...] = ()
     modality: str = "text"
     max_tokens: int = 128
+    image: ImageInput | None = None
 
     def generation_request(self, system_prompt: str | None = None) -> GenerationRequest:
         messages = (
@@ -48,3 +57,14 @@ class Citation:
     score: float = 0.0
     published: float = 0.0  # epoch seconds of a news item or data point; 0: none (graph facts)
     url: str = ""  # where to read the source, when it has an address
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """An artefact made for a turn (a generated image, ...), sent to the client as a MediaResult event."""
+
+    kind: str
+    mime_type: str
+    data: bytes
+    description: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()

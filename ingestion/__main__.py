@@ -7,6 +7,7 @@
     python -m ingestion stats
     python -m ingestion feeds SOURCES.yaml [--state-dir DIR] [--secrets FILE]   (one poll of each, with progress)
     python -m ingestion feeds-start SOURCES.yaml [...] | feeds-health | feeds-stop   (the FeedScheduler actor)
+    python -m ingestion images FOLDER --model PATH --out OUT.parquet [--query Q ...]   (detect + embed, Parquet)
 
 Stores default to the cache dir (`--graph-path`, `--qdrant-path`, or `--qdrant-url` / `--neo4j-uri` for servers;
 or `--knowledge JSON`, a Serve profile's `knowledge` args, which is how `almquist up` fills the deployed KB).
@@ -98,6 +99,30 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir) if args.state_dir else default_cache_dir() / "feeds" / Path(args.sources).stem
 
 
+def _images(args: argparse.Namespace) -> int:
+    import ray
+
+    from almquist.config import DetectionConfig
+    from ingestion.images import image_files, run
+
+    try:
+        image_files(args.folder)
+    except FileNotFoundError as error:
+        console.print(f"[red]{error}[/]")
+        return 2
+    config = DetectionConfig(model=args.model, backend=args.backend, device="cuda" if args.num_gpus else "cpu")
+    started = not ray.is_initialized()  # a notebook or test may have started Ray already
+    if started:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
+    try:
+        report = run(args.folder, args.out, config, args.query, args.actors, args.batch_size, args.num_gpus)
+    finally:
+        if started:
+            ray.shutdown()
+    console.print_json(json.dumps(vars(report)))
+    return 1 if report.failed == report.images else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ingestion", description=__doc__.split("\n")[0])
     parser.add_argument("--knowledge", help="the whole KnowledgeConfig as JSON (a Serve profile's knowledge args)")
@@ -126,7 +151,18 @@ def main(argv: list[str] | None = None) -> int:
         feeds.add_argument("--secrets", help="a KEY=value or YAML file of credentials (else the environment)")
     sub.add_parser("feeds-health", help="the running FeedScheduler's per-source health")
     sub.add_parser("feeds-stop", help="stop the running FeedScheduler")
+    images = sub.add_parser("images", help="detect + embed a folder of images with an actor pool, to Parquet")
+    images.add_argument("folder", type=Path)
+    images.add_argument("--model", required=True, help="an OWL-ViT model folder (or id where weights are cached)")
+    images.add_argument("--backend", choices=["owlvit", "owlv2"], default="owlvit")
+    images.add_argument("--out", type=Path, required=True, help="the Parquet output folder")
+    images.add_argument("--query", action="append", help="what to look for (repeatable; default: the scene list)")
+    images.add_argument("--actors", type=int, default=1, help="detector actors in the pool")
+    images.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    images.add_argument("--num-gpus", type=float, default=0.0, help="GPU fraction per actor (0 on CPU)")
     args = parser.parse_args(argv)
+    if args.command == "images":
+        return _images(args)
     try:
         config = _config(args)
     except (InvalidArgument, ValueError) as error:  # pydantic's ValidationError is a ValueError

@@ -42,9 +42,20 @@ def test_profile_parses_with_ray_schema_and_app_config(path):
         assert callable(import_attr(servicer))
     for app in schema.applications:
         assert callable(import_attr(app.import_path))
-        AppConfig.model_validate(app.args)  # our typed config accepts the profile's args
-        names = {d.name for d in app.deployments}
-        assert names == {"ConversationIngress", "Router", "GraphRAG", "LLMServer", "Embeddings"}
+        config = AppConfig.model_validate(app.args)  # our typed config accepts the profile's args
+        # every deployment the profile tunes is one the graph builds from these args, and vice versa
+        vision = {
+            "detection": "Detection",
+            "depth": "Depth",
+            "segmentation": "Segmentation",
+            "gestures": "Gestures",
+            "scene_changes": "SceneChanges",
+            "image_gen": "ImageGen",
+        }
+        built = {"ConversationIngress", "Router", "GraphRAG", "LLMServer", "Embeddings"}
+        built |= {name for key, name in vision.items() if getattr(config.vision, key) is not None}
+        built |= {"SceneDescriber"} if config.vision.detection is not None else set()
+        assert {d.name for d in app.deployments} == built
 
 
 def test_cluster_profile_asks_for_fractional_gpus_and_isolates_vllm():
