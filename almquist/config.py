@@ -124,6 +124,17 @@ DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
         "Create a poster for a football match.",
         "Draw this in watercolor.",
     ],
+    # questions about a picture the user sends (an ImageFrame with text): answered from detections (graphs/vision)
+    "look": [
+        "What do you see?",
+        "What's in this picture?",
+        "Describe this image.",
+        "Is there a dog in this photo?",
+        "What am I holding?",
+        "How many people are in this picture?",
+        "What is on the table?",
+        "Can you tell what this is?",
+    ],
     "chitchat": [
         "Hello there!",
         "How are you today?",
@@ -136,6 +147,11 @@ DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
         "Can you cheer me up?",
         "Goodbye, talk to you later.",
         "Hey, what's up with you?",  # a greeting, not a request for news
+        # stories and poems are told in words: without these, "tell me a story about a dragon" sits nearer "draw"
+        "Tell me a story.",
+        "Tell me a long story about a knight and a dragon.",
+        "Can you tell me a bedtime story about the sea?",
+        "Write a short poem about autumn.",
     ],
 }
 
@@ -144,8 +160,14 @@ class RouterConfig(_Strict):
     """Per-turn routing: intents recognised by nearest examples in embedding space, and where each goes."""
 
     intent_examples: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INTENT_EXAMPLES))
-    routes: dict[str, Literal["llm", "graph_rag", "image_gen"]] = Field(
-        default_factory=lambda: {"chitchat": "llm", "knowledge": "graph_rag", "news": "graph_rag", "draw": "image_gen"}
+    routes: dict[str, Literal["llm", "graph_rag", "image_gen", "vision"]] = Field(
+        default_factory=lambda: {
+            "chitchat": "llm",
+            "knowledge": "graph_rag",
+            "news": "graph_rag",
+            "draw": "image_gen",
+            "look": "vision",
+        }
     )
     fallback_intent: str = "chitchat"
     min_similarity: float = Field(0.2, description="Below this best similarity the fallback intent is used.")

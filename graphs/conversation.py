@@ -594,22 +594,30 @@ def compose(
     llm_engine_cls: str | type | None = None,
     embeddings_engine_cls: type | None = None,
     vision_engines: dict[str, type] | None = None,
+    ray_actor_options: dict[str, dict[str, Any]] | None = None,
 ) -> Application:
     """The conversation graph: ingress -> router -> {llm, graph_rag -> llm, scene describer, image_gen}, with
-    embeddings for both and the vision families the profile configures (`vision_engines` swaps their engines)."""
+    embeddings for both and the vision families the profile configures. `vision_engines` swaps their engines;
+    `ray_actor_options` (deployment name -> options) replaces the decorators' defaults, for graphs run from code
+    (a Serve config's `deployments:` does the same for profiles)."""
     from deployments.depth import Depth
     from deployments.detection import Detector
     from deployments.gestures import Gestures
     from deployments.image_gen import ImageGen
     from deployments.scene_changes import SceneChanges
     from deployments.segmentation import Segmentation
-
     from graphs.vision import SceneDescriber
 
     engines = vision_engines or {}
-    embeddings = Embeddings.bind(config.embeddings, embeddings_engine_cls)
-    llm = LLMServer.bind(config.llm, llm_engine_cls)
-    graph_rag = GraphRAG.bind(llm, embeddings, config.knowledge, config.kgqa, config.news)
+    options = ray_actor_options or {}
+
+    def placed(deployment: Any) -> Any:
+        name = deployment.name
+        return deployment.options(ray_actor_options=options[name]) if name in options else deployment
+
+    embeddings = placed(Embeddings).bind(config.embeddings, embeddings_engine_cls)
+    llm = placed(LLMServer).bind(config.llm, llm_engine_cls)
+    graph_rag = placed(GraphRAG).bind(llm, embeddings, config.knowledge, config.kgqa, config.news)
     vision = config.vision
     families = {
         "detection": Detector,
@@ -620,18 +628,20 @@ def compose(
         "image_gen": ImageGen,
     }
     bound = {
-        name: deployment.bind(getattr(vision, name), engines.get(name))
+        name: placed(deployment).bind(getattr(vision, name), engines.get(name))
         for name, deployment in families.items()
         if getattr(vision, name) is not None
     }
     scene = (
-        SceneDescriber.bind(bound["detection"], llm, vision.detection, bound.get("depth"), bound.get("segmentation"))
+        placed(SceneDescriber).bind(
+            bound["detection"], llm, vision.detection, bound.get("depth"), bound.get("segmentation")
+        )
         if "detection" in bound
         else None
     )
-    router = Router.bind(llm, graph_rag, embeddings, config.router, scene, bound.get("image_gen"))
+    router = placed(Router).bind(llm, graph_rag, embeddings, config.router, scene, bound.get("image_gen"))
     stop_gestures = vision.gestures.stop_gestures if vision.gestures else ()
-    return ConversationIngress.bind(
+    return placed(ConversationIngress).bind(
         router,
         config.conversation,
         config.llm.default_max_tokens,

@@ -96,6 +96,8 @@ class Router:
         route = self._config.routes.get(intent, "llm")
         if turn.image is not None and route != "image_gen":
             route = "vision"  # a question about a picture is answered from what the picture holds
+        elif turn.image is None and route == "vision":
+            route = "llm"  # "what do you see?" with no picture: a conversational answer, not an error
         return RouteDecision(intent=intent, route=route, confidence=max(0.0, min(1.0, score)))
 
     async def route(self, turn: Turn) -> AsyncIterator[RouteDecision | TokenChunk | Any]:

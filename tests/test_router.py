@@ -47,7 +47,14 @@ def test_knowledge_questions_route_to_graph_rag(engine, classifier, text):
 
 
 @pytest.mark.parametrize(
-    "text", ["Hey, how's it going?", "You are very funny!", "Good night, see you tomorrow.", "I'm bored."]
+    "text",
+    [
+        "Hey, how's it going?",
+        "You are very funny!",
+        "Good night, see you tomorrow.",
+        "I'm bored.",
+        "Tell me a long story about a dragon who learns to sing.",  # told in words, not drawn
+    ],
 )
 def test_chitchat_routes_to_the_llm(engine, classifier, text):
     intent, score = classifier.classify(engine.embed([text], True)[0])
@@ -148,3 +155,35 @@ def test_greetings_with_news_words_stay_chitchat(engine, classifier, text):
     """Greetings say "what's up" and "today" like news questions do; a greeting must not be answered with headlines."""
     intent, score = classifier.classify(engine.embed([text], True)[0])
     assert intent == "chitchat", (text, score)
+
+
+@pytest.mark.parametrize(
+    "text", ["Draw me a horse.", "Could you paint a rainy street in Paris?", "Make an image of a spaceship."]
+)
+def test_drawing_requests_route_to_image_generation(engine, classifier, text):
+    intent, score = classifier.classify(engine.embed([text], True)[0])
+    assert (intent, RouterConfig().routes[intent]) == ("draw", "image_gen"), (text, score)
+
+
+@pytest.mark.parametrize(
+    "text", ["What do you see in this picture?", "What is this thing?", "Is there a cat in the photo?"]
+)
+def test_picture_questions_are_look(engine, classifier, text):
+    intent, score = classifier.classify(engine.embed([text], True)[0])
+    assert (intent, RouterConfig().routes[intent]) == ("look", "vision"), (text, score)
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        ("Draw me a cat.", "a cat"),
+        ("Can you draw a castle on a hill?", "a castle on a hill"),
+        ("please paint a picture of a red car, please", "a red car"),
+        ("Generate an image of a dragon", "a dragon"),
+        ("a watercolor fox", "a watercolor fox"),
+    ],
+)
+def test_drawing_prompt_keeps_what_to_draw(text, prompt):
+    from graphs.router import drawing_prompt
+
+    assert drawing_prompt(text) == prompt

@@ -11,8 +11,8 @@ environment (see deployments/gestures). Everything else is the real code path.
 from __future__ import annotations
 
 import io
+import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -61,12 +61,12 @@ class PalmOnRedEngine:
 
     def landmarks(self, image):
         from deployments.gestures import HandLandmarks
-        from tests.test_gestures import hand_landmarks
+        from tests.test_gestures import hand_image
 
         pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
         if pixels[..., 0].mean() < 150 or pixels[..., 1].mean() > 100:
             return []
-        return [HandLandmarks(handedness="Right", score=0.97, points=hand_landmarks("open_palm"))]
+        return [HandLandmarks(handedness="Right", score=0.97, points=hand_image("open_palm"))]
 
 
 def png(color: str | tuple = "white", size: tuple[int, int] = (320, 240)) -> bytes:
@@ -81,15 +81,19 @@ def frame(data: bytes, text: str = "", timestamp_s: float = 0.0) -> common_pb2.I
 
 
 @pytest.fixture(scope="module")
-def vision_target(serve_stack, tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def vision_target(serve_stack, tmp_path_factory: pytest.TempPathFactory):
     from ray import serve
 
     from graphs.conversation import compose
 
     work = tmp_path_factory.mktemp("vision")
+    [local] = [app for app in serve_stack.schema.applications if app.name == "conversation"]
+    local_llm = dict(local.args["llm"])
     config = AppConfig.model_validate(
         {
-            "llm": {"model": str(tiny_llama_dir), "gguf_file": None, "default_max_tokens": 24, "num_threads": 1},
+            # the local profile's SmolLM2 (its dequantised weights are cached by the session's app): a real model
+            # writes the scene description, and a long answer lasts long enough to be interrupted by a gesture
+            "llm": {**local_llm, "default_max_tokens": 48},
             "knowledge": {"graph": {"path": str(work / "graph")}, "vectors": {"path": str(work / "qdrant")}},
             "kgqa": {"model_dir": str(work / "kgqa")},
             "vision": {
@@ -107,8 +111,15 @@ def vision_target(serve_stack, tiny_llama_dir: Path, tmp_path_factory: pytest.Te
             },
         }
     )
-    app = compose(config, vision_engines={"detection": KnownSceneEngine, "gestures": PalmOnRedEngine})
-    serve.run(app, name=APP, route_prefix=None, blocking=False)
+    # small CPU shares: this app runs beside the session's `local` one on a 4-CPU Ray
+    names = ["ConversationIngress", "Router", "GraphRAG", "LLMServer", "Embeddings", "SceneDescriber"]
+    names += ["Detection", "Depth", "Segmentation", "Gestures", "SceneChanges", "ImageGen"]
+    app = compose(
+        config,
+        vision_engines={"detection": KnownSceneEngine, "gestures": PalmOnRedEngine},
+        ray_actor_options={name: {"num_cpus": 0.05} for name in names},
+    )
+    serve.run(app, name=APP, route_prefix=f"/{APP}", blocking=False)  # gRPC reaches apps with a prefix
     deadline = time.monotonic() + 600
     while serve.status().applications[APP].status != "RUNNING":
         assert serve.status().applications[APP].status not in ("DEPLOY_FAILED", "UNHEALTHY"), serve.status()
@@ -192,15 +203,26 @@ def test_an_open_palm_on_camera_stops_the_answer(client):
     events = conversation.events()
     next(events)  # SessionStarted
     conversation.send_text("Tell me a very long story about a lighthouse keeper.")
-    while next(events).WhichOneof("event") != "token":
-        pass
+    while (event := next(events)).WhichOneof("event") != "token":
+        if event.WhichOneof("event") == "turn_started":
+            assert event.turn_started.route == "llm"
     conversation.send_image(frame(png("white")))  # no hands: nothing happens
-    conversation.send_image(frame(png((230, 20, 20))))  # an open palm
+    # then a camera at 10 frames/s showing an open palm (frames that arrive while one is read are dropped)
+    ended = threading.Event()
+
+    def camera() -> None:
+        while not ended.wait(0.1):
+            conversation.send_image(frame(png((230, 20, 20))))
+
+    sender = threading.Thread(target=camera, daemon=True)
+    sender.start()
     rest = []
     for event in events:
         rest.append(event)
         if event.WhichOneof("event") == "turn_end":
             break
+    ended.set()
+    sender.join()
     conversation.close_send()
     [end] = of_kind(rest, "turn_end")
     assert end.reason == common_pb2.TURN_END_REASON_INTERRUPTED
@@ -253,7 +275,8 @@ def test_media_depth_segment_and_gestures(client):
 
 
 def test_media_scene_changes_finds_the_cuts(client):
-    colors = [(200, 30, 30)] * 6 + [(30, 200, 30)] * 6 + [(30, 30, 200)] * 6
+    # dark blue, bright yellow, green: each change is well over ContentDetector's default threshold of 27
+    colors = [(20, 20, 120)] * 6 + [(240, 240, 90)] * 6 + [(30, 160, 30)] * 6
     rng = np.random.default_rng(0)
     frames = []
     for i, color in enumerate(colors):
