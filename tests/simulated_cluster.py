@@ -6,7 +6,8 @@ In (JSON): `work` (a folder for the KB stores and the path model), `llm_dir` (a 
 `cpus_per_node`. The nodes are the plan's: 2 logical GPUs each and the plan's custom resources, small CPU and
 memory figures. The profile's resource options (fractions, placement groups, node-type pins, replica counts) are
 deployed as written; only the engines are swapped for tiny ones (the LLM engine for the transformers one on a tiny
-Llama, the embeddings onto the CPU, the knowledge stores for the embedded ones) and the vLLM runtime_env is dropped
+Llama, the embeddings onto the CPU, the knowledge stores for the embedded ones, the vision models for tiny ones
+built from configs) and the vLLM runtime_env is dropped
 (it belongs to the vLLM engine). Deployments the plan lists as planned (their code comes with later issues) are
 deployed as resource stand-ins with the plan's options, so the whole plan is scheduled.
 
@@ -65,6 +66,21 @@ def swap_engines(schema: Any, work: Path, llm_dir: str) -> None:
         "vectors": {"path": str(work / "qdrant")},
     }
     args["kgqa"] = {"model_dir": str(work / "kgqa")}
+    # the vision families: tiny models from config in place of the /models/ folders, on the CPU
+    from tests import tiny_vision
+
+    vision = dict(args.get("vision") or {})
+    models = {
+        "detection": lambda: {"model": tiny_vision.save_tiny_owlvit(work / "owlvit"), "backend": "owlvit"},
+        "depth": lambda: {"model": tiny_vision.save_tiny_dpt(work / "dpt"), "backend": "dpt"},
+        "segmentation": lambda: {"model": tiny_vision.save_tiny_sam(work / "sam")},
+        "image_gen": lambda: {"model": tiny_vision.save_tiny_stable_diffusion(work / "sd"), "default_size": 64},
+    }
+    for family, tiny in models.items():
+        if family in vision:
+            vision[family] = {**vision[family], **tiny(), "device": "cpu"}
+            vision[family].pop("dtype", None)
+    args["vision"] = vision
     for deployment in app.deployments:
         options = deployment.ray_actor_options
         if deployment.name == "LLMServer" and options is not None:
