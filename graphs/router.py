@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 import numpy as np
 from ray import serve
@@ -21,7 +20,7 @@ from almquist import metrics
 from almquist.config import RouterConfig
 from almquist.errors import FailedPrecondition
 from deployments.llm.engine import TokenChunk
-from graphs.turn import MediaItem, RouteDecision, Turn
+from graphs.turn import Citation, MediaItem, RouteDecision, Turn
 
 _DRAW_PREFIX = re.compile(
     r"^\s*(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+)?(?:please\s+)?"
@@ -100,7 +99,7 @@ class Router:
             route = "llm"  # "what do you see?" with no picture: a conversational answer, not an error
         return RouteDecision(intent=intent, route=route, confidence=max(0.0, min(1.0, score)))
 
-    async def route(self, turn: Turn) -> AsyncIterator[RouteDecision | TokenChunk | Any]:
+    async def route(self, turn: Turn) -> AsyncIterator[RouteDecision | TokenChunk | Citation | MediaItem]:
         decision = await self.decide(turn)
         yield decision
         if decision.route == "image_gen":
