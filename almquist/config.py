@@ -31,6 +31,11 @@ def resolve_model_ref(ref: str) -> str:
     return str(path)
 
 
+def model_name(ref: str) -> str:
+    """The name a model shows in info() and metadata: a `pkg://` reference as written, else its last path part."""
+    return ref if ref.startswith(PKG_SCHEME) else ref.rstrip("/").split("/")[-1]
+
+
 def data_dir() -> Path:
     """The shared data sets (MetaQA, Neo4j movies): ALMQUIST_DATA_DIR, else `shared/data` beside the checkout."""
     return Path(os.environ.get("ALMQUIST_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -112,6 +117,7 @@ DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
         "What is the price of Apple stock?",
         "How are the markets doing?",
         "Is the Nasdaq up today?",
+        "Tell me the latest on the transfer rumours.",  # "tell me ..." is news too, not only stories
     ],
     # "draw me ...": image generation (deployments/image_gen); with a picture attached, an edit of that picture.
     "draw": [

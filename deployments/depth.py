@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from ray import serve
 
-from almquist.config import DepthConfig, resolve_model_ref
+from almquist.config import DepthConfig, model_name, resolve_model_ref
 from almquist.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from almquist.images import decode_image
 
@@ -77,7 +77,7 @@ class DPTEngine:
         self._device = config.device
         self._model = DPTForDepthEstimation.from_pretrained(path, local_files_only=True).to(config.device).eval()
         self._processor = DPTImageProcessor.from_pretrained(path, local_files_only=True)
-        self.name = path.rstrip("/").split("/")[-1]
+        self.name = model_name(config.model)
 
     def predict(self, images: list[Image.Image]) -> list[np.ndarray]:
         maps = []

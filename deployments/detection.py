@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from ray import serve
 
-from almquist.config import DetectionConfig, resolve_model_ref
+from almquist.config import DetectionConfig, model_name, resolve_model_ref
 from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted
 from almquist.images import decode_image
 
@@ -68,7 +68,7 @@ class OwlViTEngine:
         # OwlViTModel / Owlv2Model inside the detector: its CLIP towers give the image-level embedding
         self._clip = getattr(self._model, config.backend)
         self.dimensions = int(self._model.config.projection_dim)
-        self.name = path.rstrip("/").split("/")[-1] if not config.model.startswith("pkg://") else config.model
+        self.name = model_name(config.model)
 
     def detect_batch(
         self, images: list[Image.Image], queries: list[list[str]], thresholds: list[float]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 from ray import serve
 
-from almquist.config import EmbeddingsConfig, resolve_model_ref
+from almquist.config import EmbeddingsConfig, model_name, resolve_model_ref
 from almquist.errors import InvalidArgument, ResourceExhausted
 
 
@@ -38,7 +38,7 @@ class SentenceTransformerEngine:
         # sentence-transformers 6 renamed the method; keep working with either name
         dimension = getattr(self._model, "get_embedding_dimension", None)
         self.dimensions = int((dimension or self._model.get_sentence_embedding_dimension)())
-        self.name = path.rstrip("/").split("/")[-1] if not config.model.startswith("pkg://") else config.model
+        self.name = model_name(config.model)
 
     def embed(self, texts: list[str], normalize: bool) -> np.ndarray:
         vectors = self._model.encode(

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from PIL import Image
 from ray import serve
 
-from almquist.config import ImageGenConfig, resolve_model_ref
+from almquist.config import ImageGenConfig, model_name, resolve_model_ref
 from almquist.errors import AlmquistError, FailedPrecondition, InvalidArgument, ResourceExhausted
 from almquist.images import decode_image, encode_png
 
@@ -224,10 +224,6 @@ def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
 
 
-def _model_name(ref: str) -> str:
-    return ref if ref.startswith("pkg://") else ref.rstrip("/").split("/")[-1]
-
-
 def _round_to(value: float, multiple: int) -> int:
     return max(multiple, round(value / multiple) * multiple)
 
@@ -251,38 +247,11 @@ class ImageGen:
         self._turns: asyncio.Lock | None = None
         self._turns_loop: asyncio.AbstractEventLoop | None = None
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str = "",
-        steps: int = 0,
-        seed: int = 0,
-        width: int = 0,
-        height: int = 0,
-        mode: str = "",
-        init_image: tuple[bytes, str] | None = None,
-        strength: float = 0.0,
-        guidance_scale: float = 0.0,
-        control_image: tuple[bytes, str] | None = None,
-        loras: Sequence[str] = (),
-    ) -> AsyncIterator[ImageProgress | ImageOutput]:
-        """Progress after every denoising step, then the image. 0 / "" mean the config's defaults; seed 0 picks a
-        random seed, reported in the output. Mode "" is image_to_image with an init image, else text_to_image."""
-        request = self.resolve(
-            prompt,
-            negative_prompt=negative_prompt,
-            steps=steps,
-            seed=seed,
-            width=width,
-            height=height,
-            mode=mode,
-            init_image=init_image,
-            strength=strength,
-            guidance_scale=guidance_scale,
-            control_image=control_image,
-            loras=loras,
-        )
+    async def generate(self, prompt: str, **options: Any) -> AsyncIterator[ImageProgress | ImageOutput]:
+        """Progress after every denoising step, then the image. `options` are `resolve`'s keywords: 0 / "" mean
+        the config's defaults; seed 0 picks a random seed, reported in the output; mode "" is image_to_image with
+        an init image, else text_to_image."""
+        request = self.resolve(prompt, **options)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[ImageProgress | None] = asyncio.Queue()
         gone = threading.Event()
@@ -409,7 +378,7 @@ class ImageGen:
     def info(self) -> dict[str, Any]:
         c = self._config
         return {
-            "model": _model_name(c.model),
+            "model": model_name(c.model),
             "modes": [
                 m for m in MODES if (m != "instruct_edit" or c.instruct_model) and (m != "upscale" or c.upscaler)
             ],
@@ -479,12 +448,12 @@ class ImageGen:
     def _model_of(self, request: ImageRequest) -> str:
         c = self._config
         if request.mode == "instruct_edit":
-            return _model_name(c.instruct_model or "")
+            return model_name(c.instruct_model or "")
         if request.mode == "upscale":
-            return _model_name(c.upscaler or "")
-        name = _model_name(c.model)
+            return model_name(c.upscaler or "")
+        name = model_name(c.model)
         if request.control_image is not None and c.controlnet:
-            name += f"+{_model_name(c.controlnet)}"
+            name += f"+{model_name(c.controlnet)}"
         if request.loras:
             name += f"+lora:{','.join(request.loras)}"
         return name

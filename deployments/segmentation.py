@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from ray import serve
 
-from almquist.config import SegmentationConfig, resolve_model_ref
+from almquist.config import SegmentationConfig, model_name, resolve_model_ref
 from almquist.errors import InvalidArgument, ResourceExhausted
 from almquist.images import decode_image, encode_png
 
@@ -77,7 +77,7 @@ class SamEngine:
         self._device = config.device
         self._model = SamModel.from_pretrained(path, local_files_only=True).to(config.device).eval()
         self._processor = SamProcessor.from_pretrained(path, local_files_only=True)
-        self.name = path.rstrip("/").split("/")[-1]
+        self.name = model_name(config.model)
 
     def segment(self, image: Image.Image, points: list[Point], boxes: list[Box]) -> list[MaskResult]:
         prompts: dict[str, Any] = {}

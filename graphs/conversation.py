@@ -39,7 +39,7 @@ from almquist.errors import (
     as_almquist_error,
     unwrap,
 )
-from almquist.images import decode_image
+from almquist.images import open_image
 from almquist.stores.algorithms import Community, GraphPath, RankedEntity
 from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2, media_pb2
 from deployments.embeddings import Embeddings
@@ -48,6 +48,7 @@ from deployments.llm.server import LLMServer
 from graphs.graph_rag import GraphRAG, citations_of
 from graphs.media import MediaHandles, MediaService
 from graphs.router import Router
+from graphs.rpc import abort, call_or_abort
 from graphs.turn import Citation, ImageInput, MediaItem, RouteDecision, Turn
 
 _END = object()  # closes a stream's outgoing queue
@@ -104,6 +105,14 @@ def citation_proto(citation: Citation) -> knowledge_pb2.Citation:
     )
 
 
+def _error_event(error: AlmquistError) -> conversation_pb2.ServerEvent:
+    """An in-band ErrorEvent for a rejected client event (the stream goes on), counted like every error."""
+    metrics.record(metrics.ERRORS, 1, code=error.code.name, where="event")
+    return conversation_pb2.ServerEvent(
+        error=conversation_pb2.ErrorEvent(code=error.code.value[0], message=error.message)
+    )
+
+
 def media_result_proto(item: MediaItem) -> media_pb2.MediaResult:
     return media_pb2.MediaResult(
         kind=item.kind,
@@ -136,14 +145,6 @@ def _snapshot_items(record: dict[str, Any]) -> int:
     """Nodes and edges an ingestion snapshot created (its last run's report)."""
     last = (record.get("info") or {}).get("last_run") or {}
     return int(last.get("created_nodes", 0)) + int(last.get("created_edges", 0))
-
-
-def _abort(grpc_context: Any, error: AlmquistError) -> None:
-    """Ends the RPC with the error's status; Serve keeps the code when the exception propagates."""
-    metrics.record(metrics.ERRORS, 1, code=error.code.name, where="rpc")
-    grpc_context.set_code(error.code)
-    grpc_context.set_details(error.message)
-    raise error
 
 
 @serve.deployment(name="ConversationIngress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
@@ -189,7 +190,7 @@ class ConversationIngress(MediaService):
                 elif kind == "turn_end":
                     response.turn_end.CopyFrom(event.turn_end)
         except AlmquistError as error:
-            _abort(grpc_context, error)
+            abort(grpc_context, error)
         return response
 
     async def AskStream(
@@ -199,7 +200,7 @@ class ConversationIngress(MediaService):
             settings = await self._ask_settings(request)
             text = self._check_text(request.text)
         except AlmquistError as error:
-            _abort(grpc_context, error)
+            abort(grpc_context, error)
         sequence = 0
         async for event in self._answer(_QueuedTurn(text), settings, _StreamState()):
             event.sequence = sequence
@@ -219,7 +220,7 @@ class ConversationIngress(MediaService):
                 raise FailedPrecondition("the first event of a Converse stream must be SessionStart")
             session = await self._open_session(first.start, stream_id)
         except AlmquistError as error:
-            _abort(grpc_context, error)
+            abort(grpc_context, error)
 
         settings = _TurnSettings(
             session.session_id, session.thread_id, session.personality, self._max_tokens(first.start.max_tokens)
@@ -255,14 +256,8 @@ class ConversationIngress(MediaService):
 
     async def _knowledge_call(self, grpc_context: Any, method: str, *args: Any) -> Any:
         if self._knowledge is None:
-            _abort(grpc_context, Unimplemented("this application has no knowledge base"))
-        try:
-            return await getattr(self._knowledge, method).remote(*args)
-        except Exception as error:
-            ours = as_almquist_error(error)
-            if ours is not None:
-                _abort(grpc_context, ours)
-            raise
+            abort(grpc_context, Unimplemented("this application has no knowledge base"))
+        return await call_or_abort(grpc_context, getattr(self._knowledge, method).remote(*args))
 
     async def Query(
         self, request: knowledge_pb2.KnowledgeQuery, grpc_context: Any = None
@@ -283,7 +278,7 @@ class ConversationIngress(MediaService):
         self, request: knowledge_pb2.SearchRequest, grpc_context: Any = None
     ) -> knowledge_pb2.SearchResponse:
         if not request.text.strip():
-            _abort(grpc_context, InvalidArgument("search text is empty"))
+            abort(grpc_context, InvalidArgument("search text is empty"))
         hits = await self._knowledge_call(grpc_context, "search", request.text, request.limit, request.kind)
         return knowledge_pb2.SearchResponse(
             hits=[knowledge_pb2.SearchHit(id=h["id"], name=h["name"], kind=h["label"], score=h["score"]) for h in hits]
@@ -340,7 +335,7 @@ class ConversationIngress(MediaService):
         self, request: knowledge_pb2.ShortestPathRequest, grpc_context: Any = None
     ) -> knowledge_pb2.ShortestPathResponse:
         if not request.src_id.strip() or not request.dst_id.strip():
-            _abort(grpc_context, InvalidArgument("give both src_id and dst_id (entity ids like 'Person:Tom Hanks')"))
+            abort(grpc_context, InvalidArgument("give both src_id and dst_id (entity ids like 'Person:Tom Hanks')"))
         path = await self._knowledge_call(
             grpc_context, "shortest_path", request.src_id, request.dst_id, request.max_hops, request.snapshot_id
         )
@@ -361,12 +356,7 @@ class ConversationIngress(MediaService):
                 try:
                     self._accept(event, turns, out, state)
                 except AlmquistError as error:
-                    metrics.record(metrics.ERRORS, 1, code=error.code.name, where="event")
-                    out.put_nowait(
-                        conversation_pb2.ServerEvent(
-                            error=conversation_pb2.ErrorEvent(code=error.code.value[0], message=error.message)
-                        )
-                    )
+                    out.put_nowait(_error_event(error))
         finally:
             turns.put_nowait(None)  # the client is done sending: answer what is queued, then end the stream
 
@@ -381,7 +371,7 @@ class ConversationIngress(MediaService):
         if kind == "text":
             self._queue(turns, _QueuedTurn(self._check_text(event.text.text)))
         elif kind == "image" and event.image.text.strip():
-            decode_image(event.image.data, event.image.mime_type, self._image_limits)  # refuse bad bytes now
+            open_image(event.image.data, event.image.mime_type, self._image_limits)  # refuse non-images now
             image = ImageInput(event.image.data, event.image.mime_type)
             self._queue(turns, _QueuedTurn(self._check_text(event.image.text), image))
         elif kind == "image":
@@ -413,7 +403,7 @@ class ConversationIngress(MediaService):
                 "an ImageFrame without text is a camera frame for gestures, and no gesture model is deployed "
                 "(vision.gestures): add text to ask about the picture"
             )
-        decode_image(frame.data, frame.mime_type, self._image_limits)
+        open_image(frame.data, frame.mime_type, self._image_limits)
         if state.camera is None or state.camera.done():
             state.camera = asyncio.create_task(self._read_gestures(frame, out, state))
 
@@ -422,11 +412,7 @@ class ConversationIngress(MediaService):
             hands = await self._media.gestures.recognize.remote(frame.data, frame.mime_type)  # type: ignore[union-attr]
         except Exception as error:
             ours = as_almquist_error(error) or AlmquistError(f"reading the camera frame failed: {unwrap(error)!r}")
-            out.put_nowait(
-                conversation_pb2.ServerEvent(
-                    error=conversation_pb2.ErrorEvent(code=ours.code.value[0], message=ours.message)
-                )
-            )
+            out.put_nowait(_error_event(ours))
             return
         stops = [hand.gesture for hand in hands if hand.gesture in self._stop_gestures]
         if stops:

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from almquist import metrics
-from almquist.errors import AlmquistError, InvalidArgument, Unimplemented, as_almquist_error
+from almquist.errors import InvalidArgument, Unimplemented, as_almquist_error
 from almquist.v1 import common_pb2, media_pb2
+from graphs.rpc import abort, call_or_abort
 
 _MODES = {
     media_pb2.IMAGE_GEN_MODE_UNSPECIFIED: "",
@@ -41,14 +41,6 @@ class MediaHandles:
     image_gen: DeploymentHandle | None = None
 
 
-def _fail(grpc_context: Any, error: AlmquistError) -> None:
-    metrics.record(metrics.ERRORS, 1, code=error.code.name, where="rpc")
-    if grpc_context is not None:
-        grpc_context.set_code(error.code)
-        grpc_context.set_details(error.message)
-    raise error
-
-
 def _image(frame: common_pb2.ImageFrame) -> tuple[bytes, str]:
     return frame.data, frame.mime_type
 
@@ -66,35 +58,30 @@ class MediaService:
     """gRPC methods of `almquist.v1.Media`; the class that mixes this in sets `self._media`."""
 
     _media: MediaHandles
+    _embedding_model: str | None = None
 
     def _handle(self, grpc_context: Any, family: str, config_key: str) -> DeploymentHandle:
         handle = getattr(self._media, family)
         if handle is None:
-            _fail(grpc_context, Unimplemented(f"{family} is not deployed here: configure {config_key} in the profile"))
+            abort(grpc_context, Unimplemented(f"{family} is not deployed here: configure {config_key} in the profile"))
         return handle
-
-    async def _media_call(self, grpc_context: Any, call: Any) -> Any:
-        try:
-            return await call
-        except Exception as error:
-            ours = as_almquist_error(error)
-            if ours is None:
-                raise
-            _fail(grpc_context, ours)
 
     async def Embed(self, request: media_pb2.EmbedRequest, grpc_context: Any = None) -> media_pb2.EmbedResponse:
         handle = self._handle(grpc_context, "embeddings", "embeddings")
-        vectors = await self._media_call(grpc_context, handle.embed.remote(list(request.texts), request.normalize))
-        info = await handle.info.remote()
+        vectors = np.asarray(
+            await call_or_abort(grpc_context, handle.embed.remote(list(request.texts), request.normalize))
+        )
+        if self._embedding_model is None:  # asked once: a replica serves one model for its life
+            self._embedding_model = str((await handle.info.remote())["model"])
         return media_pb2.EmbedResponse(
-            embeddings=[media_pb2.Embedding(values=row.tolist()) for row in np.asarray(vectors)],
-            model=str(info["model"]),
-            dimensions=int(info["dimensions"]),
+            embeddings=[media_pb2.Embedding(values=row.tolist()) for row in vectors],
+            model=self._embedding_model,
+            dimensions=int(vectors.shape[1]),
         )
 
     async def Detect(self, request: media_pb2.DetectRequest, grpc_context: Any = None) -> media_pb2.DetectResponse:
         handle = self._handle(grpc_context, "detection", "vision.detection")
-        found = await self._media_call(
+        found = await call_or_abort(
             grpc_context,
             handle.detect.remote(*_image(request.image), list(request.queries), request.score_threshold),
         )
@@ -105,7 +92,7 @@ class MediaService:
     async def EstimateDepth(self, request: media_pb2.DepthRequest, grpc_context: Any = None) -> media_pb2.DepthResponse:
         handle = self._handle(grpc_context, "depth", "vision.depth")
         boxes = [_box_tuple(box) for box in request.boxes]
-        result = await self._media_call(grpc_context, handle.estimate.remote(*_image(request.image), boxes))
+        result = await call_or_abort(grpc_context, handle.estimate.remote(*_image(request.image), boxes))
         return media_pb2.DepthResponse(
             depth_f16=np.asarray(result.depth, dtype="<f2").tobytes(),
             width=result.width,
@@ -119,7 +106,7 @@ class MediaService:
         handle = self._handle(grpc_context, "segmentation", "vision.segmentation")
         points = [(p.x, p.y, p.foreground) for p in request.points]
         boxes = [_box_tuple(box) for box in request.boxes]
-        masks = await self._media_call(grpc_context, handle.segment.remote(*_image(request.image), points, boxes))
+        masks = await call_or_abort(grpc_context, handle.segment.remote(*_image(request.image), points, boxes))
         return media_pb2.SegmentResponse(
             masks=[
                 media_pb2.Mask(png=mask_png(m.mask), score=m.score, box=_box(m.box), area=int(m.area)) for m in masks
@@ -130,7 +117,7 @@ class MediaService:
         self, request: media_pb2.GesturesRequest, grpc_context: Any = None
     ) -> media_pb2.GesturesResponse:
         handle = self._handle(grpc_context, "gestures", "vision.gestures")
-        hands = await self._media_call(grpc_context, handle.recognize.remote(*_image(request.image)))
+        hands = await call_or_abort(grpc_context, handle.recognize.remote(*_image(request.image)))
         return media_pb2.GesturesResponse(
             hands=[
                 media_pb2.HandGesture(
@@ -148,7 +135,7 @@ class MediaService:
     ) -> media_pb2.SceneChangesResponse:
         handle = self._handle(grpc_context, "scene_changes", "vision.scene_changes")
         frames = [(f.data, f.mime_type, f.timestamp_s) for f in request.frames]
-        cuts = await self._media_call(grpc_context, handle.detect.remote(frames, request.threshold))
+        cuts = await call_or_abort(grpc_context, handle.detect.remote(frames, request.threshold))
         return media_pb2.SceneChangesResponse(
             cuts=[
                 media_pb2.SceneCut(frame_index=c.frame_index, timestamp_s=c.timestamp_s, score=c.score) for c in cuts
@@ -163,7 +150,7 @@ class MediaService:
 
         handle = self._handle(grpc_context, "image_gen", "vision.image_gen")
         if request.mode not in _MODES:
-            _fail(grpc_context, InvalidArgument(f"unknown mode {request.mode}; use one of ImageGenMode's values"))
+            abort(grpc_context, InvalidArgument(f"unknown mode {request.mode}; use one of ImageGenMode's values"))
         stream = handle.options(stream=True).generate.remote(
             request.prompt,
             negative_prompt=request.negative_prompt,
@@ -206,26 +193,26 @@ class MediaService:
             ours = as_almquist_error(error)
             if ours is None:
                 raise
-            _fail(grpc_context, ours)
+            abort(grpc_context, ours)  # a stream: errors arrive while iterating, not from one awaited call
 
     async def Transcribe(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[media_pb2.Transcript]:
-        _fail(grpc_context, Unimplemented("speech recognition is not deployed yet (the speech issue brings it)"))
+        abort(grpc_context, Unimplemented("speech recognition is not deployed yet (the speech issue brings it)"))
         yield media_pb2.Transcript()  # pragma: no cover - makes this an async generator like the real method
 
     async def Synthesize(
         self, request: media_pb2.SynthesizeRequest, grpc_context: Any = None
     ) -> AsyncIterator[media_pb2.SynthesizeChunk]:
-        _fail(grpc_context, Unimplemented("speech synthesis is not deployed yet (the speech issue brings it)"))
+        abort(grpc_context, Unimplemented("speech synthesis is not deployed yet (the speech issue brings it)"))
         yield media_pb2.SynthesizeChunk()  # pragma: no cover
 
     async def GenerateMusic(
         self, request: media_pb2.GenerateMusicRequest, grpc_context: Any = None
     ) -> AsyncIterator[media_pb2.MediaProgress]:
-        _fail(grpc_context, Unimplemented("music generation is not deployed yet (the audio issue brings it)"))
+        abort(grpc_context, Unimplemented("music generation is not deployed yet (the audio issue brings it)"))
         yield media_pb2.MediaProgress()  # pragma: no cover
 
     async def Separate(
         self, request: media_pb2.SeparateRequest, grpc_context: Any = None
     ) -> AsyncIterator[media_pb2.MediaResult]:
-        _fail(grpc_context, Unimplemented("source separation is not deployed yet (the audio issue brings it)"))
+        abort(grpc_context, Unimplemented("source separation is not deployed yet (the audio issue brings it)"))
         yield media_pb2.MediaResult()  # pragma: no cover

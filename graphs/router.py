@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 from ray import serve
@@ -30,6 +30,12 @@ _DRAW_PREFIX = re.compile(
 )
 
 
+def is_drawing_request(text: str) -> bool:
+    """True when the turn asks for a picture with a drawing verb ("draw me ...", "could you paint ..."): the
+    "draw" intent is an action, and topic words alone ("the latest about the Vermeer sketch") must not start it."""
+    return _DRAW_PREFIX.match(text) is not None
+
+
 def drawing_prompt(text: str) -> str:
     """'Can you draw me a castle on a hill?' -> 'a castle on a hill': what to draw, for the image model."""
     prompt = _DRAW_PREFIX.sub("", text).strip().rstrip("?.! ")
@@ -44,11 +50,16 @@ class IntentClassifier:
         self._config = config
         self._examples = example_vectors
 
-    def classify(self, vector: np.ndarray) -> tuple[str, float]:
+    def classify(self, vector: np.ndarray, allowed: Callable[[str], bool] = lambda _: True) -> tuple[str, float]:
+        """The best intent among those `allowed` (a turn may rule an intent out, e.g. "draw" with no drawing verb)."""
         # Mean of the 3 best matches per intent: steadier than the single best, still local.
         scores = {
-            intent: float(np.mean(np.sort(examples @ vector)[-3:])) for intent, examples in self._examples.items()
+            intent: float(np.mean(np.sort(examples @ vector)[-3:]))
+            for intent, examples in self._examples.items()
+            if allowed(intent)
         }
+        if not scores:
+            return self._config.fallback_intent, 0.0
         intent, best = max(scores.items(), key=lambda item: item[1])
         if best < self._config.min_similarity:
             return self._config.fallback_intent, best
@@ -91,7 +102,10 @@ class Router:
         with metrics.time_stage("router"):
             classifier = await self._get_classifier()
             [vector] = await self._embeddings.embed.remote([turn.text])
-            intent, score = classifier.classify(vector)
+            drawing = is_drawing_request(turn.text)
+            intent, score = classifier.classify(
+                vector, lambda name: drawing or self._config.routes.get(name) != "image_gen"
+            )
         route = self._config.routes.get(intent, "llm")
         if turn.image is not None and route != "image_gen":
             route = "vision"  # a question about a picture is answered from what the picture holds

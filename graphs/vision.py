@@ -13,18 +13,17 @@ the facts in plain words instead. So answers are grounded in detections, whateve
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from almquist.config import DetectionConfig
 from almquist.errors import FailedPrecondition
+from almquist.images import open_image
 from deployments.depth import describe_distance
 from deployments.detection import Detection
 from deployments.llm.engine import TokenChunk
@@ -153,7 +152,7 @@ class SceneDescriber:
         depth_call = self._depth.estimate.remote(image, mime, boxes) if self._depth and boxes else None
         masks_call = self._segmentation.segment.remote(image, mime, (), boxes) if self._segmentation and boxes else None
         depth, masks = await asyncio.gather(_maybe(depth_call), _maybe(masks_call))
-        width, height = _image_size(image)
+        width, height = open_image(image, mime, self._config.images).size  # header only: detection decoded it
         distances = describe_distance(depth.box_median_depth, depth.depth) if depth is not None else [""] * len(chosen)
         objects = []
         for i, det in enumerate(chosen):
@@ -200,9 +199,3 @@ class SceneDescriber:
 async def _maybe(call: Any) -> Any:
     """A handle call's result, or None when there was nothing to call."""
     return None if call is None else await call
-
-
-def _image_size(data: bytes) -> tuple[int, int]:
-    """Width and height from the header only: the detection replica has already checked the image."""
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size

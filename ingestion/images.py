@@ -110,7 +110,7 @@ def run(
         num_gpus=num_gpus,
     )
     dataset.write_parquet(str(out))
-    table = ray.data.read_parquet(str(out)).to_pandas()
+    table = ray.data.read_parquet(str(out), columns=["error", "labels"]).to_pandas()  # the report's columns only
     failed = int((table["error"] != "").sum())
     detections = int(table["labels"].map(len).sum())
     return ImageBatchReport(images=len(table), failed=failed, detections=detections, output=str(out))

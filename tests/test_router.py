@@ -166,6 +166,22 @@ def test_drawing_requests_route_to_image_generation(engine, classifier, text):
 
 
 @pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("Tell me the latest about the Vermeer sketch", "news"),  # nearest to "draw" by its words alone
+        ("What's new with the painting exhibition in Paris?", "news"),
+        ("Sketch a lighthouse for me", "draw"),
+    ],
+)
+def test_draw_needs_a_drawing_verb(engine, classifier, text, intent):
+    from graphs.router import is_drawing_request
+
+    drawing = is_drawing_request(text)
+    allowed = lambda name: drawing or RouterConfig().routes[name] != "image_gen"  # noqa: E731 - as Router.decide
+    assert classifier.classify(engine.embed([text], True)[0], allowed)[0] == intent
+
+
+@pytest.mark.parametrize(
     "text", ["What do you see in this picture?", "What is this thing?", "Is there a cat in the photo?"]
 )
 def test_picture_questions_are_look(engine, classifier, text):
