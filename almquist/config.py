@@ -398,6 +398,10 @@ class VisionConfig(_Strict):
     image_gen: ImageGenConfig | None = None
 
 
+# ----- speech and audio (deployments/stt, vad, diarization, voice_emotion, tts, separation, music_*): their own module
+from almquist.audio_config import AudioConfig, SpeechConfig  # noqa: E402
+
+
 class AppConfig(_Strict):
     """`args:` of the `conversation` application: the whole composed graph's configuration."""
 
@@ -409,3 +413,5 @@ class AppConfig(_Strict):
     kgqa: KGQAConfig = Field(default_factory=KGQAConfig)
     news: NewsConfig = Field(default_factory=NewsConfig)
     vision: VisionConfig = Field(default_factory=lambda: VisionConfig())
+    speech: SpeechConfig = Field(default_factory=lambda: SpeechConfig())
+    audio: AudioConfig = Field(default_factory=lambda: AudioConfig())
