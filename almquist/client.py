@@ -11,6 +11,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -99,6 +100,44 @@ class Client:
     def generate_image(self, request: media_pb2.GenerateImageRequest) -> Iterator[media_pb2.MediaProgress]:
         yield from self.media.GenerateImage(request, metadata=self.metadata, timeout=self.timeout_s)
 
+    def transcribe(
+        self,
+        chunks: Iterator[common_pb2.AudioChunk],
+        language: str = "",
+        word_timestamps: bool = True,
+        diarize: bool = False,
+    ) -> Iterator[media_pb2.Transcript]:
+        """Partial transcripts while `chunks` are sent, then the final one."""
+
+        def requests() -> Iterator[media_pb2.TranscribeRequest]:
+            first = True
+            for chunk in chunks:
+                if first:
+                    yield media_pb2.TranscribeRequest(
+                        audio=chunk, language=language, word_timestamps=word_timestamps, diarize=diarize
+                    )
+                    first = False
+                else:
+                    yield media_pb2.TranscribeRequest(audio=chunk)
+
+        yield from self.media.Transcribe(requests(), metadata=self.metadata, timeout=self.timeout_s)
+
+    def synthesize(
+        self, text: str, voice: str = "", rate: float = 0.0, emotion: str = ""
+    ) -> Iterator[media_pb2.SynthesizeChunk]:
+        request = media_pb2.SynthesizeRequest(text=text, voice=voice, rate=rate, emotion=emotion)
+        yield from self.media.Synthesize(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def separate(self, request: media_pb2.SeparateRequest) -> Iterator[media_pb2.MediaResult]:
+        yield from self.media.Separate(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def generate_music(self, request: media_pb2.GenerateMusicRequest) -> Iterator[media_pb2.MediaProgress]:
+        yield from self.media.GenerateMusic(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def analyze_music(self, audio: common_pb2.AudioChunk, notes: bool = True) -> media_pb2.AnalyzeMusicResponse:
+        request = media_pb2.AnalyzeMusicRequest(audio=audio, notes=notes)
+        return self.media.AnalyzeMusic(request, metadata=self.metadata, timeout=self.timeout_s)
+
     def converse(self, start: conversation_pb2.SessionStart | None = None) -> Conversation:
         return Conversation(self, start or conversation_pb2.SessionStart())
 
@@ -137,6 +176,13 @@ class Conversation:
         """A picture with text (a question about it), or without text (a camera frame, read for gestures)."""
         self.send(conversation_pb2.ClientEvent(image=image))
 
+    def send_audio(self, chunk: common_pb2.AudioChunk) -> None:
+        """Microphone audio; the turn ends when the server's VAD hears silence, or with `end_turn()`."""
+        self.send(conversation_pb2.ClientEvent(audio=chunk))
+
+    def end_turn(self) -> None:
+        self.send(conversation_pb2.ClientEvent(end_of_turn=conversation_pb2.EndOfTurn()))
+
     def interrupt(self, reason: str = "") -> None:
         self.send(conversation_pb2.ClientEvent(interrupt=conversation_pb2.Interrupt(reason=reason)))
 
@@ -161,3 +207,22 @@ def image_frame(path: str, text: str = "") -> common_pb2.ImageFrame:
 
     mime = mimetypes.guess_type(path)[0] or ""
     return common_pb2.ImageFrame(data=Path(path).read_bytes(), mime_type=mime, text=text)
+
+
+def audio_chunks(samples: Any, sample_rate_hz: int, chunk_s: float = 0.1) -> Iterator[common_pb2.AudioChunk]:
+    """Float samples (`(samples,)` or `(channels, samples)`) as PCM16 AudioChunks of `chunk_s` seconds each."""
+    import numpy as np
+
+    from almquist.audio import float_to_pcm16
+
+    array = np.asarray(samples, dtype=np.float32)
+    channels = 1 if array.ndim == 1 else array.shape[0]
+    step = max(1, int(chunk_s * sample_rate_hz))
+    for sequence, start in enumerate(range(0, array.shape[-1], step)):
+        yield common_pb2.AudioChunk(
+            pcm16=float_to_pcm16(array[..., start : start + step]),
+            sample_rate_hz=sample_rate_hz,
+            channels=channels,
+            start_s=start / sample_rate_hz,
+            sequence=sequence,
+        )

@@ -11,6 +11,11 @@ a MediaResult event). An `ImageFrame` without text is a camera frame: it is read
 gesture (an open palm, by default) interrupts the answer being spoken. Camera frames that arrive while one is
 being read are dropped: only the newest posture matters. The ingress also serves `almquist.v1.Media`
 (graphs/media).
+
+Speech: `AudioChunk`s go to the stream's `AudioInput` (graphs/speech): voice activity detection, partial
+transcripts while the user talks, and at the end of the turn (VAD's silence, EndOfTurn, or the length limit) a final
+Transcript event, then the transcript is queued as a turn exactly like typed text, with the speaker and the emotion
+heard in the voice. Speech that starts while an answer streams interrupts it (barge-in).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ray.serve.handle import DeploymentHandle
 
 from actors.sessions import Exchange, SessionInfo, get_session_store
 from almquist import metrics
+from almquist.audio_config import AudioConfig, SpeechConfig
 from almquist.config import AppConfig, ConversationConfig, ImageLimits
 from almquist.errors import (
     AlmquistError,
@@ -49,6 +55,7 @@ from graphs.graph_rag import GraphRAG, citations_of
 from graphs.media import MediaHandles, MediaService
 from graphs.router import Router
 from graphs.rpc import abort, call_or_abort
+from graphs.speech import AudioInput, HeardSpeech
 from graphs.turn import Citation, ImageInput, MediaItem, RouteDecision, Turn
 
 _END = object()  # closes a stream's outgoing queue
@@ -70,6 +77,7 @@ class _QueuedTurn:
 
     text: str
     image: ImageInput | None = None
+    speech: HeardSpeech | None = None  # a spoken turn: its final transcript, speaker and emotion
 
 
 @dataclass
@@ -79,6 +87,7 @@ class _StreamState:
     current: asyncio.Task | None = None
     interrupt_reason: str | None = None
     camera: asyncio.Task | None = None  # the camera frame being read for gestures
+    audio: AudioInput | None = None  # the microphone, from the first AudioChunk on
 
 
 async def _call(ref: Any) -> Any:
@@ -159,12 +168,16 @@ class ConversationIngress(MediaService):
         media: dict[str, DeploymentHandle] | None = None,
         stop_gestures: tuple[str, ...] = ("open_palm",),
         image_limits: ImageLimits | dict[str, Any] | None = None,
+        speech: SpeechConfig | dict[str, Any] | None = None,
+        audio: AudioConfig | dict[str, Any] | None = None,
     ) -> None:
         self._router = router
         self._knowledge = knowledge
         self._media = MediaHandles(**(media or {}))
         self._stop_gestures = tuple(stop_gestures)
         self._image_limits = ImageLimits.model_validate(image_limits or {})
+        self._speech = SpeechConfig.model_validate(speech or {})
+        self._audio_config = AudioConfig.model_validate(audio or {})
         self._config = ConversationConfig.model_validate(config or {})
         self._default_max_tokens = default_max_tokens
         self._max_tokens_limit = max_tokens_limit
@@ -250,6 +263,8 @@ class ConversationIngress(MediaService):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if state.audio is not None:
+                await state.audio.close()
             await self._sessions.release_stream.remote(session.session_id, stream_id)
 
     # ----- Knowledge service (almquist.v1.Knowledge), served by the same ingress -----
@@ -380,8 +395,12 @@ class ConversationIngress(MediaService):
             self._interrupt(state, event.interrupt.reason or "interrupted by the client")
         elif kind == "start":
             raise FailedPrecondition("the session is already started; SessionStart is only valid as the first event")
-        elif kind in ("audio", "end_of_turn"):
-            raise Unimplemented(f"{kind} input is not served by this deployment yet; send typed text")
+        elif kind == "audio":
+            self._microphone(turns, out, state).push(event.audio)
+        elif kind == "end_of_turn":
+            if state.audio is None:
+                raise FailedPrecondition("EndOfTurn ends a spoken turn, and no audio was sent: send AudioChunks first")
+            state.audio.end_of_turn()
         else:
             raise InvalidArgument("empty ClientEvent: set one of start, text, audio, image, end_of_turn, interrupt")
 
@@ -389,6 +408,39 @@ class ConversationIngress(MediaService):
         if turns.qsize() >= self._config.max_pending_turns:
             raise ResourceExhausted(f"{turns.qsize()} turns are already waiting; send the next one after a TurnEnd")
         turns.put_nowait(turn)
+
+    def _microphone(
+        self, turns: asyncio.Queue[_QueuedTurn | None], out: asyncio.Queue[Any], state: _StreamState
+    ) -> AudioInput:
+        """The stream's AudioInput, made at its first AudioChunk; its callbacks feed this stream's queues."""
+        if state.audio is not None:
+            return state.audio
+        stt = self._media.stt
+        if stt is None or self._speech.stt is None:
+            raise Unimplemented("speech input needs a speech recogniser (speech.stt in the profile); send typed text")
+
+        def heard(speech: HeardSpeech) -> None:
+            out.put_nowait(conversation_pb2.ServerEvent(transcript=speech.transcript()))
+            if speech.text:
+                try:
+                    self._queue(turns, _QueuedTurn(speech.text, speech=speech))
+                except AlmquistError as error:
+                    out.put_nowait(_error_event(error))
+
+        state.audio = AudioInput(
+            stt,
+            self._speech.stt.partial_interval_s,
+            self._speech.stt.audio,
+            self._speech.vad,
+            on_speech_start=lambda: self._interrupt(state, "barge-in: the user started speaking"),
+            on_partial=lambda partial: out.put_nowait(conversation_pb2.ServerEvent(transcript=partial)),
+            on_turn=heard,
+            on_error=lambda error: out.put_nowait(_error_event(error)),
+            diarization=self._media.diarization,
+            voice_emotion=self._media.voice_emotion,
+            language=self._speech.stt.language or "",
+        )
+        return state.audio
 
     @staticmethod
     def _interrupt(state: _StreamState, reason: str) -> None:
@@ -455,8 +507,9 @@ class ConversationIngress(MediaService):
             system_prompt=self._config.personalities[settings.personality],
             history=history,
             max_tokens=settings.max_tokens,
-            modality="image" if queued.image is not None else "text",
+            modality="image" if queued.image is not None else "audio" if queued.speech is not None else "text",
             image=queued.image,
+            emotion=queued.speech.emotion if queued.speech is not None else "",
         )
         answer: list[str] = []
         reason = common_pb2.TURN_END_REASON_COMPLETED
@@ -581,20 +634,31 @@ def compose(
     embeddings_engine_cls: type | None = None,
     vision_engines: dict[str, type] | None = None,
     ray_actor_options: dict[str, dict[str, Any]] | None = None,
+    audio_engines: dict[str, type] | None = None,
 ) -> Application:
     """The conversation graph: ingress -> router -> {llm, graph_rag -> llm, scene describer, image_gen}, with
-    embeddings for both and the vision families the profile configures. `vision_engines` swaps their engines;
+    embeddings for both and the vision, speech and audio families the profile configures (the ingress holds the
+    speech families: it hears spoken turns; all of them serve `Media`). `vision_engines` / `audio_engines` swap
+    their engines;
     `ray_actor_options` (deployment name -> options) replaces the decorators' defaults, for graphs run from code
     (a Serve config's `deployments:` does the same for profiles)."""
     from deployments.depth import Depth
     from deployments.detection import Detector
+    from deployments.diarization import Diarization
     from deployments.gestures import Gestures
     from deployments.image_gen import ImageGen
+    from deployments.music_analysis import MusicAnalysis
+    from deployments.music_gen import MusicGen
     from deployments.scene_changes import SceneChanges
     from deployments.segmentation import Segmentation
+    from deployments.separation import Separation
+    from deployments.stt import SpeechToText
+    from deployments.tts import TextToSpeech
+    from deployments.vad import VoiceActivity
+    from deployments.voice_emotion import VoiceEmotion
     from graphs.vision import SceneDescriber
 
-    engines = vision_engines or {}
+    engines = {**(vision_engines or {}), **(audio_engines or {})}
     options = ray_actor_options or {}
 
     def placed(deployment: Any) -> Any:
@@ -618,6 +682,21 @@ def compose(
         for name, deployment in families.items()
         if getattr(vision, name) is not None
     }
+    sound = {
+        "stt": (SpeechToText, config.speech.stt),
+        "vad": (VoiceActivity, config.speech.vad),
+        "diarization": (Diarization, config.speech.diarization),
+        "voice_emotion": (VoiceEmotion, config.speech.voice_emotion),
+        "tts": (TextToSpeech, config.speech.tts),
+        "separation": (Separation, config.audio.separation),
+        "music_analysis": (MusicAnalysis, config.audio.music_analysis),
+        "music_gen": (MusicGen, config.audio.music_gen),
+    }
+    bound |= {
+        name: placed(deployment).bind(family_config, engines.get(name))
+        for name, (deployment, family_config) in sound.items()
+        if family_config is not None
+    }
     scene = (
         placed(SceneDescriber).bind(
             bound["detection"], llm, vision.detection, bound.get("depth"), bound.get("segmentation")
@@ -633,8 +712,11 @@ def compose(
         config.llm.default_max_tokens,
         config.llm.max_tokens_limit,
         graph_rag,
-        {"embeddings": embeddings, **bound},
+        {"embeddings": embeddings, "llm": llm, **bound},
         stop_gestures,
+        None,
+        config.speech,
+        config.audio,
     )
 
 

@@ -4,10 +4,14 @@ In: Media requests (EmbedRequest, DetectRequest, ...). Out: their responses, bui
 results. Served by the conversation application's ingress (a Serve app has one gRPC ingress), which mixes
 `MediaService` in and holds a `MediaHandles`. A family this profile does not deploy answers UNIMPLEMENTED
 naming the config key that turns it on; a deployment's AlmquistError becomes the RPC's status.
+
+Audio arrives as `AudioChunk`s (PCM16, any accepted rate and channel count) or, for Separate, as an encoded file;
+it is decoded here (almquist.audio) and the models receive float32 samples at the rate they want.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +19,18 @@ from typing import Any
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from almquist.errors import InvalidArgument, Unimplemented, as_almquist_error
+from almquist.audio import encode_wav, pcm16_to_float, speech_input, to_mono
+from almquist.audio_config import AudioConfig, AudioLimits, SpeechConfig
+from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, Unimplemented, as_almquist_error
 from almquist.v1 import common_pb2, media_pb2
+from deployments.llm.engine import ChatMessage, GenerationRequest
 from graphs.rpc import abort, call_or_abort
+from graphs.speech import ChunkDecoder, SpeechTurn
+
+LYRICS_PROMPT = (
+    "You write song lyrics. Write two short verses and a chorus for the song described by the user. "
+    "Only the lyrics, no titles or notes."
+)
 
 _MODES = {
     media_pb2.IMAGE_GEN_MODE_UNSPECIFIED: "",
@@ -39,6 +52,15 @@ class MediaHandles:
     gestures: DeploymentHandle | None = None
     scene_changes: DeploymentHandle | None = None
     image_gen: DeploymentHandle | None = None
+    stt: DeploymentHandle | None = None
+    vad: DeploymentHandle | None = None
+    diarization: DeploymentHandle | None = None
+    voice_emotion: DeploymentHandle | None = None
+    tts: DeploymentHandle | None = None
+    separation: DeploymentHandle | None = None
+    music_analysis: DeploymentHandle | None = None
+    music_gen: DeploymentHandle | None = None
+    llm: DeploymentHandle | None = None  # writes lyrics for GenerateMusic
 
 
 def _image(frame: common_pb2.ImageFrame) -> tuple[bytes, str]:
@@ -54,10 +76,33 @@ def _box_tuple(box: media_pb2.Box) -> tuple[float, float, float, float]:
     return (box.x_min, box.y_min, box.x_max, box.y_max)
 
 
+async def _stream_or_abort(grpc_context: Any, stream: Any) -> AsyncIterator[Any]:
+    """Items of a streaming handle call; a deployment's AlmquistError ends the RPC with its status."""
+    try:
+        async for item in stream:
+            yield item
+    except Exception as error:
+        ours = as_almquist_error(error)
+        if ours is None:
+            raise
+        abort(grpc_context, ours)  # a stream: errors arrive while iterating, not from one awaited call
+
+
+def _checked(grpc_context: Any, decode: Any, *args: Any) -> Any:
+    """Decodes request audio, turning a bad chunk into the RPC's status."""
+    try:
+        return decode(*args)
+    except AlmquistError as error:
+        abort(grpc_context, error)
+
+
 class MediaService:
-    """gRPC methods of `almquist.v1.Media`; the class that mixes this in sets `self._media`."""
+    """gRPC methods of `almquist.v1.Media`; the class that mixes this in sets `self._media` (and `self._speech`,
+    whose STT limits and partial interval Transcribe uses)."""
 
     _media: MediaHandles
+    _speech: SpeechConfig
+    _audio_config: AudioConfig
     _embedding_model: str | None = None
 
     def _handle(self, grpc_context: Any, family: str, config_key: str) -> DeploymentHandle:
@@ -166,53 +211,244 @@ class MediaService:
             loras=tuple(request.loras),
         )
         total = 0
-        try:
-            async for item in stream:
-                if isinstance(item, ImageProgress):
-                    total = item.total_steps
-                    yield media_pb2.MediaProgress(step=item.step, total_steps=item.total_steps)
-                elif isinstance(item, ImageOutput):
-                    yield media_pb2.MediaProgress(
-                        step=total or item.steps,
-                        total_steps=total or item.steps,
-                        result=media_pb2.MediaResult(
-                            kind="image",
-                            mime_type="image/png",
-                            data=item.png,
-                            description=request.prompt,
-                            metadata={
-                                "seed": str(item.seed),
-                                "steps": str(item.steps),
-                                "size": f"{item.width}x{item.height}",
-                                "mode": item.mode,
-                                "model": item.model,
-                            },
-                        ),
-                    )
-        except Exception as error:
-            ours = as_almquist_error(error)
-            if ours is None:
-                raise
-            abort(grpc_context, ours)  # a stream: errors arrive while iterating, not from one awaited call
+        async for item in _stream_or_abort(grpc_context, stream):
+            if isinstance(item, ImageProgress):
+                total = item.total_steps
+                yield media_pb2.MediaProgress(step=item.step, total_steps=item.total_steps)
+            elif isinstance(item, ImageOutput):
+                yield media_pb2.MediaProgress(
+                    step=total or item.steps,
+                    total_steps=total or item.steps,
+                    result=media_pb2.MediaResult(
+                        kind="image",
+                        mime_type="image/png",
+                        data=item.png,
+                        description=request.prompt,
+                        metadata={
+                            "seed": str(item.seed),
+                            "steps": str(item.steps),
+                            "size": f"{item.width}x{item.height}",
+                            "mode": item.mode,
+                            "model": item.model,
+                        },
+                    ),
+                )
+
+    # ----- speech and audio -----
+
+    def _speech_audio(self, grpc_context: Any, chunk: common_pb2.AudioChunk, limits: AudioLimits) -> np.ndarray:
+        return _checked(grpc_context, speech_input, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
 
     async def Transcribe(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[media_pb2.Transcript]:
-        abort(grpc_context, Unimplemented("speech recognition is not deployed yet (the speech issue brings it)"))
-        yield media_pb2.Transcript()  # pragma: no cover - makes this an async generator like the real method
+        stt = self._handle(grpc_context, "stt", "speech.stt")
+        config = self._speech.stt
+        assert config is not None  # deployed only with its config
+        try:
+            first = await anext(aiter(request_stream))
+        except StopAsyncIteration:
+            abort(grpc_context, InvalidArgument("no TranscribeRequest was sent: the first one carries the settings"))
+        diarization = self._handle(grpc_context, "diarization", "speech.diarization") if first.diarize else None
+        partials: asyncio.Queue[media_pb2.Transcript | None] = asyncio.Queue()
+        turn = SpeechTurn(
+            stt,
+            config.partial_interval_s,
+            partials.put_nowait,
+            first.language,
+            first.word_timestamps,
+            diarization,
+            self._media.voice_emotion,
+        )
+        decoder = ChunkDecoder(config.audio)
+
+        async def read() -> None:
+            try:
+                if first.audio.pcm16:  # the first request may carry audio as well as the settings
+                    turn.push(decoder.decode(first.audio))
+                async for request in request_stream:
+                    turn.push(decoder.decode(request.audio))
+                    if turn.seconds > config.audio.max_seconds:
+                        raise ResourceExhausted(
+                            f"the audio is longer than the limit of {config.audio.max_seconds:g} s: "
+                            "send it in shorter pieces"
+                        )
+            finally:
+                partials.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (partial := await partials.get()) is not None:
+                yield partial
+            await reader
+        except AlmquistError as error:
+            abort(grpc_context, error)
+        finally:
+            reader.cancel()
+        if turn.seconds == 0:
+            abort(grpc_context, InvalidArgument("no audio was sent: send PCM16 in TranscribeRequest.audio"))
+        try:
+            heard = await turn.finish()
+        except Exception as error:
+            abort(grpc_context, as_almquist_error(error) or AlmquistError(f"transcription failed: {error!r}"))
+        yield heard.transcript()
 
     async def Synthesize(
         self, request: media_pb2.SynthesizeRequest, grpc_context: Any = None
     ) -> AsyncIterator[media_pb2.SynthesizeChunk]:
-        abort(grpc_context, Unimplemented("speech synthesis is not deployed yet (the speech issue brings it)"))
-        yield media_pb2.SynthesizeChunk()  # pragma: no cover
+        tts = self._handle(grpc_context, "tts", "speech.tts")
+        stream = tts.options(stream=True).synthesize.remote(request.text, request.voice, request.rate, request.emotion)
+        sequence = 0
+        async for chunk in _stream_or_abort(grpc_context, stream):
+            yield media_pb2.SynthesizeChunk(
+                audio=common_pb2.AudioChunk(
+                    pcm16=chunk.pcm16,
+                    sample_rate_hz=chunk.sample_rate_hz,
+                    channels=1,
+                    start_s=chunk.start_s,
+                    sequence=sequence,
+                ),
+                phonemes=[
+                    media_pb2.PhonemeTiming(phoneme=p.phoneme, start_s=p.start_s, duration_s=p.duration_s)
+                    for p in chunk.phonemes
+                ],
+            )
+            sequence += 1
 
-    async def GenerateMusic(
-        self, request: media_pb2.GenerateMusicRequest, grpc_context: Any = None
-    ) -> AsyncIterator[media_pb2.MediaProgress]:
-        abort(grpc_context, Unimplemented("music generation is not deployed yet (the audio issue brings it)"))
-        yield media_pb2.MediaProgress()  # pragma: no cover
+    async def DetectSpeech(
+        self, request: media_pb2.DetectSpeechRequest, grpc_context: Any = None
+    ) -> media_pb2.DetectSpeechResponse:
+        vad = self._handle(grpc_context, "vad", "speech.vad")
+        audio = self._speech_audio(grpc_context, request.audio, self._speech.vad.audio)  # type: ignore[union-attr]
+        spans = await call_or_abort(grpc_context, vad.speech_segments.remote(audio, 16000))
+        return media_pb2.DetectSpeechResponse(
+            speech=[media_pb2.TimeSpan(start_s=start, end_s=end) for start, end in spans]
+        )
+
+    async def Diarize(self, request: media_pb2.DiarizeRequest, grpc_context: Any = None) -> media_pb2.DiarizeResponse:
+        diarization = self._handle(grpc_context, "diarization", "speech.diarization")
+        audio = self._speech_audio(grpc_context, request.audio, self._speech.diarization.audio)  # type: ignore[union-attr]
+        segments = await call_or_abort(grpc_context, diarization.diarize.remote(audio, request.num_speakers))
+        return media_pb2.DiarizeResponse(
+            turns=[media_pb2.SpeakerTurn(start_s=s.start_s, end_s=s.end_s, speaker=s.speaker) for s in segments],
+            speakers=len({s.speaker for s in segments}),
+        )
+
+    async def RecognizeVoiceEmotion(
+        self, request: media_pb2.VoiceEmotionRequest, grpc_context: Any = None
+    ) -> media_pb2.VoiceEmotionResponse:
+        classifier = self._handle(grpc_context, "voice_emotion", "speech.voice_emotion")
+        limits = self._speech.voice_emotion.audio  # type: ignore[union-attr]
+        result = await call_or_abort(
+            grpc_context, classifier.classify.remote(self._speech_audio(grpc_context, request.audio, limits))
+        )
+        return media_pb2.VoiceEmotionResponse(emotion=result.label, score=result.score, scores=result.scores)
+
+    async def AnalyzeMusic(
+        self, request: media_pb2.AnalyzeMusicRequest, grpc_context: Any = None
+    ) -> media_pb2.AnalyzeMusicResponse:
+        analysis = self._handle(grpc_context, "music_analysis", "audio.music_analysis")
+        chunk = request.audio
+        limits = self._audio_limits("music_analysis")
+        audio = to_mono(
+            _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
+        )
+        result = await call_or_abort(grpc_context, analysis.analyze.remote(audio, chunk.sample_rate_hz, request.notes))
+        return media_pb2.AnalyzeMusicResponse(
+            duration_s=result.duration_s,
+            tempo_bpm=result.tempo_bpm,
+            beats_s=list(result.beats_s),
+            key=result.key,
+            chroma=list(result.chroma),
+            chords=[media_pb2.Chord(start_s=c.start_s, end_s=c.end_s, chord=c.chord) for c in result.chords],
+            notes=[
+                media_pb2.Note(start_s=n.start_s, end_s=n.end_s, pitch_midi=n.pitch_midi, velocity=n.velocity)
+                for n in result.notes
+            ],
+        )
+
+    def _audio_limits(self, family: str) -> AudioLimits:
+        config = getattr(self._audio_config, family, None)
+        return getattr(config, "audio", None) or getattr(config, "melody", None) or AudioLimits()
 
     async def Separate(
         self, request: media_pb2.SeparateRequest, grpc_context: Any = None
     ) -> AsyncIterator[media_pb2.MediaResult]:
-        abort(grpc_context, Unimplemented("source separation is not deployed yet (the audio issue brings it)"))
-        yield media_pb2.MediaResult()  # pragma: no cover
+        separation = self._handle(grpc_context, "separation", "audio.separation")
+        has_audio = bool(request.audio.pcm16) or bool(request.audio.sample_rate_hz)
+        if has_audio == bool(request.file):
+            abort(grpc_context, InvalidArgument("send the mix in exactly one of SeparateRequest.audio and .file"))
+        if request.file:
+            stream = separation.options(stream=True).separate_file.remote(request.file)
+        else:
+            chunk = request.audio
+            limits = self._audio_limits("separation")
+            mix = _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
+            stream = separation.options(stream=True).separate.remote(mix, chunk.sample_rate_hz)
+        async for stem in _stream_or_abort(grpc_context, stream):
+            yield media_pb2.MediaResult(
+                kind=f"stem:{stem.stem}",
+                mime_type="audio/wav",
+                data=encode_wav(stem.audio, stem.sample_rate_hz),
+                description=f"{stem.stem}, chunk {stem.index + 1} of {stem.total}",
+                metadata={"chunk": str(stem.index), "chunks": str(stem.total), "start_s": f"{stem.start_s:.6f}"},
+            )
+
+    async def GenerateMusic(
+        self, request: media_pb2.GenerateMusicRequest, grpc_context: Any = None
+    ) -> AsyncIterator[media_pb2.MediaProgress]:
+        from deployments.music_gen import MusicOutput, MusicProgress
+
+        music_gen = self._handle(grpc_context, "music_gen", "audio.music_gen")
+        melody, melody_rate = None, 0
+        if request.HasField("melody"):
+            chunk = request.melody
+            limits = self._audio_limits("music_gen")
+            melody = to_mono(
+                _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
+            )
+            melody_rate = chunk.sample_rate_hz
+        lyrics_task = None
+        if request.lyrics:
+            if self._media.llm is None:
+                abort(grpc_context, Unimplemented("lyrics need the LLM deployment, and this application has none"))
+            if not request.prompt.strip():
+                abort(grpc_context, InvalidArgument("the prompt is empty: describe the music (and its lyrics)"))
+            lyrics_task = asyncio.create_task(self._lyrics(request.prompt))
+        stream = music_gen.options(stream=True).generate.remote(
+            request.prompt, request.duration_s, melody, melody_rate, request.seed
+        )
+        try:
+            async for item in _stream_or_abort(grpc_context, stream):
+                if isinstance(item, MusicProgress):
+                    yield media_pb2.MediaProgress(step=item.step, total_steps=item.total_steps)
+                elif isinstance(item, MusicOutput):
+                    metadata = {
+                        "seed": str(item.seed),
+                        "duration_s": f"{item.duration_s:.3f}",
+                        "sample_rate_hz": str(item.sample_rate_hz),
+                        "model": item.model,
+                    }
+                    if lyrics_task is not None:
+                        metadata["lyrics"] = await lyrics_task
+                    yield media_pb2.MediaProgress(
+                        step=1,
+                        total_steps=1,
+                        result=media_pb2.MediaResult(
+                            kind="music",
+                            mime_type="audio/wav",
+                            data=item.wav,
+                            description=request.prompt,
+                            metadata=metadata,
+                        ),
+                    )
+        finally:
+            if lyrics_task is not None and not lyrics_task.done():
+                lyrics_task.cancel()
+
+    async def _lyrics(self, prompt: str) -> str:
+        request = GenerationRequest(
+            messages=(ChatMessage("system", LYRICS_PROMPT), ChatMessage("user", prompt)), max_tokens=160
+        )
+        text = ""
+        async for chunk in self._media.llm.options(stream=True).generate.remote(request):  # type: ignore[union-attr]
+            text += chunk.text
+        return text.strip()

@@ -26,10 +26,14 @@ class Turn:
     modality: str = "text"
     max_tokens: int = 128
     image: ImageInput | None = None
+    emotion: str = ""  # heard in the user's voice (deployments/voice_emotion); "" for typed turns
 
     def generation_request(self, system_prompt: str | None = None) -> GenerationRequest:
+        system = system_prompt or self.system_prompt
+        if self.emotion and self.emotion != "neutral":  # the answer's tone follows how the user sounds
+            system += f"\nThe user sounds {self.emotion}; keep that in mind in how you answer."
         messages = (
-            ChatMessage("system", system_prompt or self.system_prompt),
+            ChatMessage("system", system),
             *self.history,
             ChatMessage("user", self.text),
         )

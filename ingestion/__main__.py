@@ -8,6 +8,7 @@
     python -m ingestion feeds SOURCES.yaml [--state-dir DIR] [--secrets FILE]   (one poll of each, with progress)
     python -m ingestion feeds-start SOURCES.yaml [...] | feeds-health | feeds-stop   (the FeedScheduler actor)
     python -m ingestion images FOLDER --model PATH --out OUT.parquet [--query Q ...]   (detect + embed, Parquet)
+    python -m ingestion transcribe FOLDER --out OUT.parquet [--model REF] [--actors N]   (speech to text, Parquet)
 
 Stores default to the cache dir (`--graph-path`, `--qdrant-path`, or `--qdrant-url` / `--neo4j-uri` for servers;
 or `--knowledge JSON`, a Serve profile's `knowledge` args, which is how `almquist up` fills the deployed KB).
@@ -160,9 +161,20 @@ def main(argv: list[str] | None = None) -> int:
     images.add_argument("--actors", type=int, default=1, help="detector actors in the pool")
     images.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     images.add_argument("--num-gpus", type=float, default=0.0, help="GPU fraction per actor (0 on CPU)")
+    transcribe = sub.add_parser(
+        "transcribe",
+        help="transcribe a folder of audio files with an actor pool, to Parquet (--help after FOLDER for options)",
+        add_help=False,
+        prefix_chars="\0",  # every argument goes through to ingestion.transcribe's own parser
+    )
+    transcribe.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command == "images":
         return _images(args)
+    if args.command == "transcribe":
+        from ingestion.transcribe import main as transcribe_main
+
+        return transcribe_main(args.rest)
     try:
         config = _config(args)
     except (InvalidArgument, ValueError) as error:  # pydantic's ValidationError is a ValueError
