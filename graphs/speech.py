@@ -32,6 +32,7 @@ from almquist.audio import check_format, pcm16_to_float, to_mono
 from almquist.audio_config import AudioLimits, VADConfig
 from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, as_almquist_error
 from almquist.v1 import common_pb2, media_pb2
+from deployments.diarization import speaker_at
 
 RATE_HZ = 16000
 # Audio kept from before VAD's speech_start, which comes min_speech_ms (+ up to ~50 ms of silero's ramp) after the
@@ -59,16 +60,6 @@ class HeardSpeech:
             speaker=self.speaker,
             emotion=self.emotion,
         )
-
-
-def speaker_of(segments: list[Any], start_s: float, end_s: float) -> str:
-    """The speaker whose segments cover most of [start_s, end_s] ('' when none does)."""
-    overlap: dict[str, float] = {}
-    for segment in segments:
-        covered = min(end_s, segment.end_s) - max(start_s, segment.start_s)
-        if covered > 0:
-            overlap[segment.speaker] = overlap.get(segment.speaker, 0.0) + covered
-    return max(overlap, key=overlap.__getitem__) if overlap else ""
 
 
 class SpeechTurn:
@@ -144,7 +135,7 @@ class SpeechTurn:
                 start_s=w.start_s,
                 end_s=w.end_s,
                 probability=w.probability,
-                speaker=speaker_of(segments, w.start_s, w.end_s),
+                speaker=speaker_at(segments, w.start_s, w.end_s),
             )
             for w in result.words
         ]
@@ -153,7 +144,7 @@ class SpeechTurn:
             language=result.language,
             duration_s=audio.size / RATE_HZ,
             words=words,
-            speaker=speaker_of(segments, 0.0, audio.size / RATE_HZ),
+            speaker=speaker_at(segments, 0.0, audio.size / RATE_HZ),
             emotion=emotion,
         )
 
