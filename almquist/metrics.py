@@ -19,7 +19,9 @@ What is recorded today, and where:
   almquist_llm_tokens           deployments/llm/server.py
   almquist_llm_tokens_per_second  deployments/llm/server.py
   almquist_errors               graphs/conversation.py (statuses, in-band ErrorEvents, failed turns)
-Declared for the parts still to come, recorded by nothing yet: the stages vad, stt, tts_first_chunk and
+  stage=vad (VAD's end-of-turn decision after the deciding chunk arrived) and stt (the final transcript, with
+  speaker and emotion) in graphs/speech.py, for spoken turns.
+Declared for the parts still to come, recorded by nothing yet: the stages tts_first_chunk and
 avatar_first_frame; almquist_avatar_frames_sent / _late; almquist_ingestion_run_seconds and
 almquist_ingestion_freshness_seconds.
 """

@@ -372,6 +372,8 @@ class ConversationIngress(MediaService):
                     self._accept(event, turns, out, state)
                 except AlmquistError as error:
                     out.put_nowait(_error_event(error))
+            if state.audio is not None:  # what the user said before closing is heard and answered too
+                await state.audio.drain()
         finally:
             turns.put_nowait(None)  # the client is done sending: answer what is queued, then end the stream
 

@@ -226,6 +226,15 @@ class AudioInput:
         """The client says the user's turn is over (push-to-talk released)."""
         self._queue.put_nowait(None)
 
+    async def drain(self) -> None:
+        """The client stopped sending: ends the turn being heard and waits until every spoken turn is delivered."""
+        self.end_of_turn()
+        while not self._queue.empty():  # the VAD loop takes what was sent before the end
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        while self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
+
     async def close(self) -> None:
         self._task.cancel()
         for task in (self._task, *self._finishing):
