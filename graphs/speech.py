@@ -113,9 +113,9 @@ class SpeechTurn:
                 self._on_partial(media_pb2.Transcript(text=result.text.strip(), language=result.language))
 
     async def finish(self) -> HeardSpeech:
-        """The final transcript of everything pushed, with speaker and emotion when those families are deployed."""
-        if self._partial is not None and not self._partial.done():
-            self._partial.cancel()
+        """The final transcript of everything pushed, with speaker and emotion when those families are deployed.
+        A partial still in flight may land while the final one is made (it is shorter, so usually does); one that
+        has not by then is dropped, so no partial ever follows the final transcript."""
         audio = self.audio()
         if audio.size == 0:
             return HeardSpeech(text="", language="", duration_s=0.0)
@@ -124,8 +124,12 @@ class SpeechTurn:
             asks.append(self._diarization.diarize.remote(audio, 0))
         if self._voice_emotion is not None:
             asks.append(self._voice_emotion.classify.remote(audio))
-        with metrics.time_stage("stt"):
-            answers = await asyncio.gather(*asks)
+        try:
+            with metrics.time_stage("stt"):
+                answers = await asyncio.gather(*asks)
+        finally:
+            if self._partial is not None and not self._partial.done():
+                self._partial.cancel()
         result = answers[0]
         segments = answers[1] if self._diarization is not None else []
         emotion = answers[-1].label if self._voice_emotion is not None else ""

@@ -81,6 +81,31 @@ def swap_engines(schema: Any, work: Path, llm_dir: str) -> None:
             vision[family] = {**vision[family], **tiny(), "device": "cpu"}
             vision[family].pop("dtype", None)
     args["vision"] = vision
+    # the speech and audio families: tiny or packaged models in place of the /models/ folders, on the CPU
+    from tests.tiny_demucs import save_tiny_htdemucs
+    from tests.tiny_musicgen import save_tiny_musicgen
+    from tests.tiny_voice_emotion import save_tiny_voice_emotion
+    from tests.tiny_whisper import save_tiny_whisper
+
+    sound = {
+        "speech": {
+            "stt": lambda: {"model": save_tiny_whisper(work / "whisper"), "compute_type": "int8", "language": "en"},
+            "diarization": lambda: {"backend": "resemblyzer", "model": None},
+            "voice_emotion": lambda: {"model": save_tiny_voice_emotion(work / "emotion")},
+            "tts": lambda: {"backend": "espeak", "voice": "en-us"},
+        },
+        "audio": {
+            "separation": lambda: {"model": save_tiny_htdemucs(work / "demucs")},
+            "music_gen": lambda: {"model": save_tiny_musicgen(work / "musicgen")},
+        },
+    }
+    for section, families in sound.items():
+        configured = dict(args.get(section) or {})
+        for family, tiny in families.items():
+            if family in configured:
+                on_cpu = {} if family == "tts" else {"device": "cpu"}  # piper/espeak run on the CPU anyway
+                configured[family] = {**configured[family], **tiny(), **on_cpu}
+        args[section] = configured
     for deployment in app.deployments:
         options = deployment.ray_actor_options
         if deployment.name == "LLMServer" and options is not None:
