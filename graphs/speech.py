@@ -233,7 +233,7 @@ class AudioInput:
     async def drain(self) -> None:
         """The client stopped sending: ends the turn being heard and waits until every spoken turn is delivered."""
         self.end_of_turn()
-        while not self._queue.empty():  # the VAD loop takes what was sent before the end
+        while not self._queue.empty() and not self._task.done():  # the VAD loop takes what came before the end
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
         while self._finishing:
