@@ -19,7 +19,6 @@ callback stops every pipeline at once and decodes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import math
@@ -35,6 +34,7 @@ from ray import serve
 from almquist.config import ImageGenConfig, model_name, resolve_model_ref
 from almquist.errors import AlmquistError, FailedPrecondition, InvalidArgument, ResourceExhausted
 from almquist.images import decode_image, encode_png
+from deployments.stepped import Finished, SteppedRunner
 
 MODES = ("text_to_image", "image_to_image", "instruct_edit", "upscale")
 _MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit seed; keep it positive for clients' int64 fields
@@ -78,20 +78,6 @@ class ImageOutput:
     steps: int
     mode: str
     model: str
-
-
-@dataclass
-class ImageGenStats:
-    """A replica's counters since it started."""
-
-    completed: int = 0
-    cancelled: int = 0  # the client closed the stream; the denoising loop was stopped
-    failed: int = 0  # accepted, then the engine raised
-    steps: int = 0  # denoising steps run
-
-
-class GenerationCancelled(Exception):
-    """Raised from the step callback when the client has gone: it ends the pipeline's denoising loop."""
 
 
 class ImageEngine(Protocol):
@@ -243,44 +229,24 @@ class ImageGen:
         if c.default_steps > c.max_steps:
             raise ValueError(f"image_gen default_steps {c.default_steps} is over max_steps {c.max_steps}")
         self._engine: ImageEngine = (engine_cls or DiffusersEngine)(self._config)
-        self._stats = ImageGenStats()
-        self._turns: asyncio.Lock | None = None
-        self._turns_loop: asyncio.AbstractEventLoop | None = None
+        self._runner = SteppedRunner()
 
     async def generate(self, prompt: str, **options: Any) -> AsyncIterator[ImageProgress | ImageOutput]:
         """Progress after every denoising step, then the image. `options` are `resolve`'s keywords: 0 / "" mean
         the config's defaults; seed 0 picks a random seed, reported in the output; mode "" is image_to_image with
         an init image, else text_to_image."""
         request = self.resolve(prompt, **options)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[ImageProgress | None] = asyncio.Queue()
-        gone = threading.Event()
 
-        def on_step(step: int, total: int) -> None:  # on the engine's thread
-            if gone.is_set():
-                raise GenerationCancelled(f"stopped at step {step} of {total}: the client closed the stream")
-            self._stats.steps += 1
-            loop.call_soon_threadsafe(events.put_nowait, ImageProgress(step, total))
-
-        def render() -> tuple[bytes, int, int]:
+        def render(on_step: Callable[[int, int], None]) -> tuple[bytes, int, int]:
             image = self._engine.generate(request, on_step)
             return encode_png(image), image.width, image.height
 
-        # one generation at a time, queued here rather than in a thread: a request cancelled while waiting costs nothing
-        async with self._turn_lock():
-            work = asyncio.ensure_future(asyncio.to_thread(render))
-            # runs after every progress event the thread posted (the loop runs callbacks in order): the end marker
-            work.add_done_callback(lambda _: events.put_nowait(None))
-            try:
-                while (event := await events.get()) is not None:
-                    yield event
-                png, width, height = work.result()
-            finally:
-                gone.set()
-                if not work.done():  # closed or cancelled mid-way: hold the turn until the loop has stopped
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(work)
-                self._count(work)
+        # aclosing: closing this stream closes the runner's at once, which stops the engine before returning
+        async with contextlib.aclosing(self._runner.run(render, ImageProgress)) as items:
+            async for item in items:
+                if not isinstance(item, Finished):
+                    yield item
+        png, width, height = item.result
         yield ImageOutput(png, width, height, request.seed, request.steps, request.mode, self._model_of(request))
 
     def resolve(
@@ -373,7 +339,7 @@ class ImageGen:
 
     def stats(self) -> dict[str, int]:
         """Generations completed, cancelled by the client, failed; denoising steps run."""
-        return asdict(self._stats)
+        return asdict(self._runner.stats)
 
     def info(self) -> dict[str, Any]:
         c = self._config
@@ -457,19 +423,3 @@ class ImageGen:
         if request.loras:
             name += f"+lora:{','.join(request.loras)}"
         return name
-
-    def _count(self, work: asyncio.Future) -> None:
-        error = work.exception() if work.done() and not work.cancelled() else None
-        if not work.done() or work.cancelled() or isinstance(error, GenerationCancelled):
-            self._stats.cancelled += 1
-        elif error is not None:
-            self._stats.failed += 1
-        else:
-            self._stats.completed += 1
-
-    def _turn_lock(self) -> asyncio.Lock:
-        # a replica has one event loop; tests drive the class from several (asyncio.run per call)
-        loop = asyncio.get_running_loop()
-        if self._turns is None or self._turns_loop is not loop:
-            self._turns, self._turns_loop = asyncio.Lock(), loop
-        return self._turns

@@ -28,7 +28,6 @@ same seed, prompt, duration and melody give the same samples on the same machine
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import numbers
@@ -45,6 +44,7 @@ from almquist.audio import check_samples, encode_wav, resample, to_mono
 from almquist.audio_config import MusicGenConfig
 from almquist.config import model_name, resolve_model_ref
 from almquist.errors import AlmquistError, FailedPrecondition, InvalidArgument, ResourceExhausted
+from deployments.stepped import Finished, SteppedRunner
 
 _MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64 bits; keep it positive for clients' int64 fields
 _MELODY_MODEL_TYPES = {"musicgen_melody"}
@@ -80,21 +80,6 @@ class MusicOutput:
     model: str
     prompt: str
     seed: int
-
-
-@dataclass
-class MusicGenStats:
-    """A replica's counters since it started."""
-
-    completed: int = 0
-    cancelled: int = 0  # the client closed the stream; decoding was stopped
-    failed: int = 0  # accepted, then the engine raised
-    steps: int = 0  # decoder steps run
-    audio_s: float = 0.0  # seconds of music delivered
-
-
-class GenerationCancelled(Exception):
-    """Raised from the step hook when the client has gone: it ends the model's decoding loop."""
 
 
 class MusicEngine(Protocol):
@@ -275,9 +260,8 @@ class MusicGen:
                 f"music_gen default_duration_s {c.default_duration_s} is over max_duration_s {c.max_duration_s}"
             )
         self._engine: MusicEngine = (engine_cls or ENGINES[c.backend])(c)
-        self._stats = MusicGenStats()
-        self._turns: asyncio.Lock | None = None
-        self._turns_loop: asyncio.AbstractEventLoop | None = None
+        self._runner = SteppedRunner()
+        self._audio_s = 0.0  # seconds of music delivered
 
     async def generate(
         self,
@@ -290,39 +274,25 @@ class MusicGen:
         """Progress while the decoder runs, then the music. duration_s 0 means the config's default; seed 0 picks
         a random seed, reported in the output."""
         request = self.resolve(prompt, duration_s, melody, melody_rate_hz, seed)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[MusicProgress | None] = asyncio.Queue()
-        gone = threading.Event()
         every = self._config.progress_steps
 
-        def on_step(step: int, total: int) -> None:  # on the engine's thread, after every decoder step
-            if gone.is_set():
-                raise GenerationCancelled(f"stopped at step {step} of {total}: the client closed the stream")
-            self._stats.steps += 1
+        def progress(step: int, total: int) -> MusicProgress | None:
             # `every` messages spread over the steps (each step when there are fewer), the last one at step == total
             if step >= total or step * every // total != (step - 1) * every // total:
-                loop.call_soon_threadsafe(events.put_nowait, MusicProgress(step, total))
+                return MusicProgress(step, total)
+            return None
 
-        def render() -> tuple[bytes, float]:
+        def render(on_step: Callable[[int, int], None]) -> tuple[bytes, float]:
             audio = self._engine.generate(request, on_step)
             return encode_wav(audio, self._engine.sample_rate_hz), audio.shape[-1] / self._engine.sample_rate_hz
 
-        # one generation at a time, queued here rather than in a thread: a request cancelled while waiting costs nothing
-        async with self._turn_lock():
-            work = asyncio.ensure_future(asyncio.to_thread(render))
-            # runs after every progress event the thread posted (the loop runs callbacks in order): the end marker
-            work.add_done_callback(lambda _: events.put_nowait(None))
-            try:
-                while (event := await events.get()) is not None:
-                    yield event
-                wav, seconds = work.result()
-            finally:
-                gone.set()
-                if not work.done():  # closed or cancelled mid-way: hold the turn until decoding has stopped
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(work)
-                self._count(work)
-        self._stats.audio_s += seconds
+        # aclosing: closing this stream closes the runner's at once, which stops the engine before returning
+        async with contextlib.aclosing(self._runner.run(render, progress)) as items:
+            async for item in items:
+                if not isinstance(item, Finished):
+                    yield item
+        wav, seconds = item.result
+        self._audio_s += seconds
         yield MusicOutput(
             wav=wav,
             sample_rate_hz=self._engine.sample_rate_hz,
@@ -390,7 +360,7 @@ class MusicGen:
 
     def stats(self) -> dict[str, float]:
         """Generations completed, cancelled by the client, failed; decoder steps run; seconds of music delivered."""
-        return asdict(self._stats)
+        return {**asdict(self._runner.stats), "audio_s": self._audio_s}
 
     def info(self) -> dict[str, Any]:
         c = self._config
@@ -408,19 +378,3 @@ class MusicGen:
             "progress_steps": c.progress_steps,
             "melody_max_seconds": c.melody.max_seconds,
         }
-
-    def _count(self, work: asyncio.Future) -> None:
-        error = work.exception() if work.done() and not work.cancelled() else None
-        if not work.done() or work.cancelled() or isinstance(error, GenerationCancelled):
-            self._stats.cancelled += 1
-        elif error is not None:
-            self._stats.failed += 1
-        else:
-            self._stats.completed += 1
-
-    def _turn_lock(self) -> asyncio.Lock:
-        # a replica has one event loop; tests drive the class from several (asyncio.run per call)
-        loop = asyncio.get_running_loop()
-        if self._turns is None or self._turns_loop is not loop:
-            self._turns, self._turns_loop = asyncio.Lock(), loop
-        return self._turns

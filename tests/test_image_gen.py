@@ -20,12 +20,12 @@ from almquist.errors import FailedPrecondition, InvalidArgument, ResourceExhaust
 from almquist.images import encode_png
 from deployments.image_gen import (
     DiffusersEngine,
-    GenerationCancelled,
     ImageGen,
     ImageOutput,
     ImageProgress,
     ImageRequest,
 )
+from deployments.stepped import GenerationCancelled
 from tests.tiny_vision import (
     save_tiny_controlnet,
     save_tiny_instruct_pix2pix,

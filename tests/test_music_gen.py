@@ -20,13 +20,13 @@ from almquist.audio import encode_wav, resample
 from almquist.audio_config import AudioLimits, MusicGenConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from deployments.music_gen import (
-    GenerationCancelled,
     MusicGen,
     MusicOutput,
     MusicProgress,
     MusicRequest,
     TransformersMusicgenEngine,
 )
+from deployments.stepped import GenerationCancelled
 from tests.tiny_musicgen import save_tiny_musicgen, save_tiny_musicgen_melody
 
 PROMPT = "calm piano jazz at night"
