@@ -122,7 +122,6 @@ class TTSConfig(_Strict):
     max_text_chars: int = Field(5000, gt=0)
     min_rate: float = Field(0.5, gt=0)
     max_rate: float = Field(2.0, gt=0)
-    cpu_threads: int = Field(0, ge=0, description="piper: onnxruntime intra-op threads; 0 lets it choose.")
 
 
 class SeparationConfig(_Strict):

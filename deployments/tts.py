@@ -19,12 +19,11 @@ first turns the whole text into phonemes, which takes milliseconds).
 - piper (piper-tts 1.8, GPL-3.0-or-later; the packaged joe voice is CC0): `PiperVoice.synthesize` yields one
   chunk per sentence (its own espeak-ng phonemizer splits them). Timings are the model's own durations: piper's
   VITS graph computes `w_ceil` (frames per phoneme id) and piper reads it when the graph outputs it
-  (`include_alignments`); piper patches the graph for this with the `onnx` package, which is not installed here,
-  so `_patched_with_alignments` makes the same one-line change (the Ceil output marked as a graph output) directly
-  on the protobuf bytes. If that fails the phonemes come back with times spread evenly over the sentence
-  (`info()["phoneme_timings"]` says "estimated"). Piper's IPA symbols are grouped for visemes: stress marks go
-  with the phoneme after them, length marks and diacritics with the one before, word spaces lengthen the phoneme
-  before them, and punctuation and the sentence start/end become the pause `_`.
+  (`PiperVoice.load(..., include_alignments=True)`, which patches the graph in memory with the `onnx` package:
+  piper-tts's `alignment` extra). A voice whose graph has no such output gets its phonemes' times spread evenly
+  over the sentence (`info()["phoneme_timings"]` says "estimated"). Piper's IPA symbols are grouped for visemes:
+  stress marks go with the phoneme after them, length marks and diacritics with the one before, word spaces
+  lengthen the phoneme before them, and punctuation and the sentence start/end become the pause `_`.
 
 Emotions are a small table of prosody settings (`EMOTIONS`): espeak changes rate, pitch, pitch range and volume;
 piper has no pitch control, so only rate and volume (its audio is peak-normalised, so "angry" is not louder).
@@ -33,7 +32,6 @@ piper has no pitch control, so only rate and volume (its audio is peak-normalise
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import numbers
 import re
@@ -246,74 +244,6 @@ def _even_units(phonemes: list[str], total: int) -> list[tuple[str, int]]:
     return [(symbol, int(bounds[i + 1] - bounds[i])) for i, symbol in enumerate(symbols)]
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _fields(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, start of its key, start of its value, end of its value) of a protobuf message's fields."""
-    position = start
-    while position < end:
-        key_start = position
-        key, position = _varint(data, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            _, value_end = _varint(data, position)
-        elif wire_type == 1:
-            value_end = position + 8
-        elif wire_type == 5:
-            value_end = position + 4
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            value_end = position + length
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire_type}")
-        yield number, key_start, position, value_end
-        position = value_end
-
-
-def _patched_with_alignments(model: bytes) -> bytes:
-    """The ONNX model with its one Ceil output (piper's `w_ceil`) added to the graph outputs.
-
-    What `piper.patch_voice_with_alignment.add_alignment_output` does with the onnx package, on the wire format:
-    ModelProto.graph is field 7; GraphProto.node 1 (NodeProto.output 2, op_type 4) and GraphProto.output 12
-    (ValueInfoProto.name 1). Appending a field to a message is appending its bytes.
-    """
-    graph = next(((key, start, end) for number, key, start, end in _fields(model, 0, len(model)) if number == 7), None)
-    if graph is None:
-        raise ValueError("the model has no graph")
-    ceil_outputs: list[bytes] = []
-    for number, _, start, end in _fields(model, graph[1], graph[2]):
-        if number == 1:
-            node = {n: model[s:e] for n, _, s, e in _fields(model, start, end) if n == 4}
-            if node.get(4) == b"Ceil":
-                ceil_outputs += [model[s:e] for n, _, s, e in _fields(model, start, end) if n == 2]
-        elif number == 12 and any(model[s:e] in ceil_outputs for n, _, s, e in _fields(model, start, end) if n == 1):
-            raise ValueError("the model already outputs its durations")
-    if len(ceil_outputs) != 1:
-        raise ValueError(f"expected one Ceil node (piper's w_ceil), found {len(ceil_outputs)}")
-    name = ceil_outputs[0]
-    value_info = b"\x0a" + _encode_varint(len(name)) + name
-    body = model[graph[1] : graph[2]] + b"\x62" + _encode_varint(len(value_info)) + value_info  # field 12, bytes
-    return model[: graph[0]] + b"\x3a" + _encode_varint(len(body)) + body + model[graph[2] :]  # field 7, bytes
-
-
 def _voice_name(ref: str) -> str:
     return Path(ref).name.removesuffix(".onnx")
 
@@ -334,22 +264,10 @@ class PiperEngine:
         self.name = f"piper-tts {version('piper-tts')} {_voice_name(config.voice)}"
 
     def _load(self, ref: str) -> Any:
-        import onnxruntime
-        from piper import PiperConfig, PiperVoice
+        from piper import PiperVoice
 
-        model_path = resolve_model_ref(ref)
-        config_path = f"{model_path}.json"  # piper's own convention
-        try:
-            model = _patched_with_alignments(Path(model_path).read_bytes())
-        except ValueError:  # already patched (piper then reads the durations), or no w_ceil (timings are estimated)
-            return PiperVoice.load(model_path, config_path=config_path)
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self._config.cpu_threads
-        with open(config_path, encoding="utf-8") as file:
-            voice_config = PiperConfig.from_dict(json.load(file))
-        # what PiperVoice.load builds, with the patched graph (it only patches when the onnx package is installed)
-        session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
-        return PiperVoice(config=voice_config, session=session)
+        # piper's own in-memory patch exposes the model's durations (w_ceil); it needs the onnx package
+        return PiperVoice.load(resolve_model_ref(ref), include_alignments=True)
 
     def synthesize(self, text: str, voice: str, rate: float, prosody: Prosody) -> Iterator[SpeechSegment]:
         from piper import SynthesisConfig

@@ -284,18 +284,11 @@ def test_piper_symbols_are_grouped_for_visemes() -> None:
 
 
 def test_piper_without_durations_estimates_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pathlib import Path
+    """A voice graph that does not output its durations (piper's patch not applied) gets even timings."""
+    from piper import PiperVoice
 
-    import deployments.tts as tts
-
-    model = Path(resolve_model_ref(PIPER_VOICE)).read_bytes()
-    with pytest.raises(ValueError, match="already outputs its durations"):
-        tts._patched_with_alignments(tts._patched_with_alignments(model))
-
-    def no_durations(model: bytes) -> bytes:
-        raise ValueError("no Ceil node")
-
-    monkeypatch.setattr(tts, "_patched_with_alignments", no_durations)
+    load = PiperVoice.load
+    monkeypatch.setattr(PiperVoice, "load", lambda path, **_: load(path, include_alignments=False))
     deployment = TextToSpeech.func_or_class(PIPER)
     assert deployment.info()["phoneme_timings"] == "estimated (spread evenly per sentence)"
     chunks = speak(deployment, "Hello there. How are you?")
