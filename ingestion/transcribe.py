@@ -97,9 +97,9 @@ def transcribe_folder(
     word_timestamps: bool = True,
     num_gpus: float = 0.0,
     engine_cls: type | None = None,
-) -> int:
+) -> tuple[int, int]:
     """Transcribes every audio file under `folder`; writes Parquet to `out_parquet` (a folder, Ray Data's layout)
-    and returns the number of rows written (one per file, failures included)."""
+    and returns (rows written: one per file, failures included; files that failed)."""
     from ray.data import ActorPoolStrategy
 
     files = audio_files(folder)
@@ -112,7 +112,8 @@ def transcribe_folder(
         num_gpus=num_gpus,
     )
     dataset.write_parquet(str(out_parquet))
-    return ray.data.read_parquet(str(out_parquet), columns=["error"]).count()
+    errors = ray.data.read_parquet(str(out_parquet), columns=["error"]).to_pandas()["error"]
+    return len(errors), int((errors != "").sum())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,16 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     if started:
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
     try:
-        transcribe_folder(
+        files, failed = transcribe_folder(
             args.folder, args.out, config, args.actors, args.num_cpus, args.batch_size, num_gpus=args.num_gpus
         )
-        table = ray.data.read_parquet(str(args.out), columns=["error"]).to_pandas()
     finally:
         if started:
             ray.shutdown()
-    failed = int((table["error"] != "").sum())
-    console.print_json(json.dumps({"files": len(table), "failed": failed, "output": str(args.out)}))
-    return 1 if failed == len(table) else 0
+    console.print_json(json.dumps({"files": files, "failed": failed, "output": str(args.out)}))
+    return 1 if failed == files else 0
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ def test_transcribe_a_folder_to_parquet(local_ray, tmp_path) -> None:
     (folder / "notes.txt").write_text("not audio, and not picked up")
     config = STTConfig()
 
-    rows = transcribe_folder(folder, tmp_path / "out", config, actors=1, num_cpus=0.5)
+    rows, failed = transcribe_folder(folder, tmp_path / "out", config, actors=1, num_cpus=0.5)
 
-    assert rows == 3
+    assert (rows, failed) == (3, 1)
     table = pd.read_parquet(tmp_path / "out").set_index("path")
     assert sorted(table.index) == sorted([*names, str(broken)])
     bad = table.loc[str(broken)]
