@@ -237,7 +237,13 @@ class MediaService:
     # ----- speech and audio -----
 
     def _speech_audio(self, grpc_context: Any, chunk: common_pb2.AudioChunk, limits: AudioLimits) -> np.ndarray:
+        """Mono 16 kHz float32, what the speech models take."""
         return _checked(grpc_context, speech_input, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
+
+    @staticmethod
+    def _samples(grpc_context: Any, chunk: common_pb2.AudioChunk, limits: AudioLimits) -> np.ndarray:
+        """float32 at the chunk's own rate, `(channels, samples)` when it has several (the model resamples)."""
+        return _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
 
     async def Transcribe(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[media_pb2.Transcript]:
         stt = self._handle(grpc_context, "stt", "speech.stt")
@@ -347,10 +353,7 @@ class MediaService:
     ) -> media_pb2.AnalyzeMusicResponse:
         analysis = self._handle(grpc_context, "music_analysis", "audio.music_analysis")
         chunk = request.audio
-        limits = self._audio_limits("music_analysis")
-        audio = to_mono(
-            _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
-        )
+        audio = to_mono(self._samples(grpc_context, chunk, self._audio_config.music_analysis.audio))  # type: ignore[union-attr]
         result = await call_or_abort(grpc_context, analysis.analyze.remote(audio, chunk.sample_rate_hz, request.notes))
         return media_pb2.AnalyzeMusicResponse(
             duration_s=result.duration_s,
@@ -365,10 +368,6 @@ class MediaService:
             ],
         )
 
-    def _audio_limits(self, family: str) -> AudioLimits:
-        config = getattr(self._audio_config, family, None)
-        return getattr(config, "audio", None) or getattr(config, "melody", None) or AudioLimits()
-
     async def Separate(
         self, request: media_pb2.SeparateRequest, grpc_context: Any = None
     ) -> AsyncIterator[media_pb2.MediaResult]:
@@ -380,8 +379,7 @@ class MediaService:
             stream = separation.options(stream=True).separate_file.remote(request.file)
         else:
             chunk = request.audio
-            limits = self._audio_limits("separation")
-            mix = _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
+            mix = self._samples(grpc_context, chunk, self._audio_config.separation.audio)  # type: ignore[union-attr]
             stream = separation.options(stream=True).separate.remote(mix, chunk.sample_rate_hz)
         async for stem in _stream_or_abort(grpc_context, stream):
             yield media_pb2.MediaResult(
@@ -401,10 +399,7 @@ class MediaService:
         melody, melody_rate = None, 0
         if request.HasField("melody"):
             chunk = request.melody
-            limits = self._audio_limits("music_gen")
-            melody = to_mono(
-                _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
-            )
+            melody = to_mono(self._samples(grpc_context, chunk, self._audio_config.music_gen.melody))  # type: ignore[union-attr]
             melody_rate = chunk.sample_rate_hz
         lyrics_task = None
         if request.lyrics:

@@ -233,9 +233,9 @@ class AudioInput:
     async def drain(self) -> None:
         """The client stopped sending: ends the turn being heard and waits until every spoken turn is delivered."""
         self.end_of_turn()
-        while not self._queue.empty() and not self._task.done():  # the VAD loop takes what came before the end
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0)
+        heard = asyncio.ensure_future(self._queue.join())  # the VAD loop has taken everything sent, the end too
+        await asyncio.wait([heard, self._task], return_when=asyncio.FIRST_COMPLETED)  # (unless that loop died)
+        heard.cancel()
         while self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
 
@@ -248,15 +248,16 @@ class AudioInput:
     async def _run(self) -> None:
         while True:
             item = await self._queue.get()
-            if item is None:
-                self._end_turn()
-                continue
-            audio, arrived = item
-            if self._detector is None:
-                self._add(audio)
-                continue
-            events = await asyncio.to_thread(self._detector.push, audio)
-            self._follow(audio, events, arrived)
+            try:
+                if item is None:
+                    self._end_turn()
+                elif self._detector is None:
+                    self._add(item[0])
+                else:
+                    events = await asyncio.to_thread(self._detector.push, item[0])
+                    self._follow(item[0], events, item[1])
+            finally:
+                self._queue.task_done()
 
     def _follow(self, audio: np.ndarray, events: list[Any], arrived: float) -> None:
         """Applies a chunk's VAD events in order, giving each part of the chunk to the turn it belongs to."""

@@ -62,6 +62,7 @@ def wer(reference: str, hypothesis: str) -> float:
 def audio_target(serve_stack, tmp_path_factory: pytest.TempPathFactory):
     from ray import serve
 
+    from almquist import runtime
     from graphs.conversation import compose
 
     work = tmp_path_factory.mktemp("audio")
@@ -94,11 +95,7 @@ def audio_target(serve_stack, tmp_path_factory: pytest.TempPathFactory):
     names += ["STT", "VAD", "Diarization", "VoiceEmotion", "TTS", "Separation", "MusicAnalysis", "MusicGen"]
     app = compose(config, ray_actor_options={name: {"num_cpus": 0.05} for name in names})
     serve.run(app, name=APP, route_prefix=f"/{APP}", blocking=False)
-    deadline = time.monotonic() + 600
-    while serve.status().applications[APP].status != "RUNNING":
-        assert serve.status().applications[APP].status not in ("DEPLOY_FAILED", "UNHEALTHY"), serve.status()
-        assert time.monotonic() < deadline, "the audio application did not start"
-        time.sleep(1)
+    runtime.wait_running([APP])
     yield serve_stack.target
     serve.delete(APP)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -84,6 +83,7 @@ def frame(data: bytes, text: str = "", timestamp_s: float = 0.0) -> common_pb2.I
 def vision_target(serve_stack, tmp_path_factory: pytest.TempPathFactory):
     from ray import serve
 
+    from almquist import runtime
     from graphs.conversation import compose
 
     work = tmp_path_factory.mktemp("vision")
@@ -120,11 +120,7 @@ def vision_target(serve_stack, tmp_path_factory: pytest.TempPathFactory):
         ray_actor_options={name: {"num_cpus": 0.05} for name in names},
     )
     serve.run(app, name=APP, route_prefix=f"/{APP}", blocking=False)  # gRPC reaches apps with a prefix
-    deadline = time.monotonic() + 600
-    while serve.status().applications[APP].status != "RUNNING":
-        assert serve.status().applications[APP].status not in ("DEPLOY_FAILED", "UNHEALTHY"), serve.status()
-        assert time.monotonic() < deadline, "the vision application did not start"
-        time.sleep(1)
+    runtime.wait_running([APP])
     yield serve_stack.target
     serve.delete(APP)
 
