@@ -55,6 +55,11 @@ def test_profile_parses_with_ray_schema_and_app_config(path):
         built = {"ConversationIngress", "Router", "GraphRAG", "LLMServer", "Embeddings"}
         built |= {name for key, name in vision.items() if getattr(config.vision, key) is not None}
         built |= {"SceneDescriber"} if config.vision.detection is not None else set()
+        speech = {"stt": "STT", "vad": "VAD", "diarization": "Diarization", "voice_emotion": "VoiceEmotion"}
+        speech |= {"tts": "TTS"}
+        audio = {"separation": "Separation", "music_analysis": "MusicAnalysis", "music_gen": "MusicGen"}
+        built |= {name for key, name in speech.items() if getattr(config.speech, key) is not None}
+        built |= {name for key, name in audio.items() if getattr(config.audio, key) is not None}
         assert {d.name for d in app.deployments} == built
 
 
