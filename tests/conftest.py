@@ -61,9 +61,11 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
     metrics_port = runtime.free_port()
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     # "local": a Ray of its own even while `almquist up` runs one on this machine (ray.init would join that one)
+    # 6 logical CPUs on a 2-core machine: the local profile's replicas reserve ~2.5, and modules that share this Ray
+    # (Ray Data jobs: an actor pool plus read tasks of 1 CPU each; the vision and audio apps) must still schedule
     ray.init(
         "local",
-        num_cpus=4,
+        num_cpus=6,
         include_dashboard=False,
         namespace="serve",
         log_to_driver=False,

@@ -99,9 +99,9 @@ def test_a_gpu_deployment_without_an_estimate_is_named(tmp_path):
 
 def test_more_replicas_than_the_nodes_hold_are_named(tmp_path):
     def edit(raw):
-        raw["planned"]["STT"]["max_replicas"] = 30
+        deployment(raw, "STT")["autoscaling_config"]["max_replicas"] = 30
 
-    report = placement.check_profile(PROFILE, edited(tmp_path, PLAN, edit))
+    report = placement.check_profile(edited(tmp_path, PROFILE, edit), PLAN)
     unplaced = [e for e in report.errors if e.startswith("STT: replica")]
     assert unplaced and all("of 30 (max) does not fit" in e and "GPU: 0.1" in e for e in unplaced)
     assert not any("(start)" in e for e in report.errors)
@@ -127,7 +127,7 @@ def test_a_replica_bigger_than_its_first_bundle_is_named(tmp_path):
 
 def test_plan_and_profile_must_agree_on_names(tmp_path):
     def edit(raw):
-        raw["planned"]["Embeddings"] = {"num_gpus": 0.03, "node_type": "speech"}
+        raw.setdefault("planned", {})["Embeddings"] = {"num_gpus": 0.03, "node_type": "speech"}
         raw["estimates"]["Lipsync"] = {"weights_gib": 1, "runtime_gib": 1, "source": "a model nobody deploys"}
 
     report = placement.check_profile(PROFILE, edited(tmp_path, PLAN, edit))
@@ -153,8 +153,8 @@ def test_a_plan_that_does_not_parse_says_where(tmp_path):
 
     with pytest.raises(placement.PlanError, match="node ws3: unknown type 'gpu-box'"):
         placement.load_plan(edited(tmp_path, PLAN, edit))
-    with pytest.raises(placement.PlanError, match=r"estimates\.TTS\.weights_gib.*greater than or equal to 0"):
-        placement.load_plan(edited(tmp_path, PLAN, lambda raw: raw["estimates"]["TTS"].update(weights_gib=-1)))
+    with pytest.raises(placement.PlanError, match=r"estimates\.STT\.weights_gib.*greater than or equal to 0"):
+        placement.load_plan(edited(tmp_path, PLAN, lambda raw: raw["estimates"]["STT"].update(weights_gib=-1)))
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -111,7 +111,7 @@ def vision_target(serve_stack, tmp_path_factory: pytest.TempPathFactory):
             },
         }
     )
-    # small CPU shares: this app runs beside the session's `local` one on a 4-CPU Ray
+    # small CPU shares: this app runs beside the session's `local` one on a 6-CPU Ray
     names = ["ConversationIngress", "Router", "GraphRAG", "LLMServer", "Embeddings", "SceneDescriber"]
     names += ["Detection", "Depth", "Segmentation", "Gestures", "SceneChanges", "ImageGen"]
     app = compose(
