@@ -162,6 +162,52 @@ DEFAULT_INTENT_EXAMPLES: dict[str, list[str]] = {
 }
 
 
+# What a turn is about (the avatar's scene follows it: AvatarConfig.scenes). Below min_topic_similarity: "general".
+DEFAULT_TOPIC_EXAMPLES: dict[str, list[str]] = {
+    "movies": [
+        "Who directed Inception?",
+        "What's a good film to watch tonight?",
+        "Which movies did Tom Hanks star in?",
+        "Tell me about the Oscars.",
+        "Who played the lead in Casablanca?",
+        "Tell me about movies.",
+        "I loved the new Dune movie.",
+    ],
+    "sports": [
+        "Who won the game yesterday?",
+        "How did Arsenal do this weekend?",
+        "What was the score last night?",
+        "Tell me about the World Cup.",
+        "Who is the best tennis player?",
+        "When is the next Formula 1 race?",
+    ],
+    "music": [
+        "Who sang Bohemian Rhapsody?",
+        "Recommend me some jazz albums.",
+        "What's your favourite band?",
+        "Tell me about the new Taylor Swift album.",
+        "Which songs did the Beatles write?",
+        "Tell me about music.",
+    ],
+    "news": [
+        "What's new today?",
+        "What are today's headlines?",
+        "Any breaking news?",
+        "What is the latest news about the election?",
+        "How are the markets doing?",
+        "What is the price of Apple stock?",
+    ],
+    "nature": [
+        "What's the weather in Berlin today?",
+        "Will it rain tomorrow?",
+        "Tell me about the national parks.",
+        "What are the best hiking trails?",
+        "How do birds migrate?",
+        "I love walking in the forest.",
+    ],
+}
+
+
 class RouterConfig(_Strict):
     """Per-turn routing: intents recognised by nearest examples in embedding space, and where each goes."""
 
@@ -177,8 +223,11 @@ class RouterConfig(_Strict):
     )
     fallback_intent: str = "chitchat"
     min_similarity: float = Field(0.2, description="Below this best similarity the fallback intent is used.")
+    topic_examples: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_TOPIC_EXAMPLES))
+    fallback_topic: str = "general"
+    min_topic_similarity: float = Field(0.3, description="Below this best similarity the topic is the fallback.")
 
-    @field_validator("intent_examples")
+    @field_validator("intent_examples", "topic_examples")
     @classmethod
     def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         empty = [name for name, examples in value.items() if not examples]
@@ -400,6 +449,7 @@ class VisionConfig(_Strict):
 
 # ----- speech and audio (deployments/stt, vad, diarization, voice_emotion, tts, separation, music_*): their own module
 from almquist.audio_config import AudioConfig, SpeechConfig  # noqa: E402
+from almquist.avatar_config import AvatarConfig  # noqa: E402
 
 
 class AppConfig(_Strict):
@@ -415,3 +465,4 @@ class AppConfig(_Strict):
     vision: VisionConfig = Field(default_factory=lambda: VisionConfig())
     speech: SpeechConfig = Field(default_factory=lambda: SpeechConfig())
     audio: AudioConfig = Field(default_factory=lambda: AudioConfig())
+    avatar: AvatarConfig = Field(default_factory=lambda: AvatarConfig())

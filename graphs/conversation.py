@@ -16,6 +16,11 @@ Speech: `AudioChunk`s go to the stream's `AudioInput` (graphs/speech): voice act
 transcripts while the user talks, and at the end of the turn (VAD's silence, EndOfTurn, or the length limit) a final
 Transcript event, then the transcript is queued as a turn exactly like typed text, with the speaker and the emotion
 heard in the voice. Speech that starts while an answer streams interrupts it (barge-in).
+
+The avatar: a session started with `SessionStart.avatar` gets an AvatarHeader right after SessionStarted, then for
+each turn the avatar's events (graphs/avatar: voice, face frames, visemes, emotion, gesture, camera, scene) paced
+on the audio clock beside the text; the turn's TurnEnd comes once the avatar has finished speaking, and an
+interrupt or barge-in stops its voice and face within one frame period.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ray.serve.handle import DeploymentHandle
 from actors.sessions import Exchange, SessionInfo, get_session_store
 from almquist import metrics
 from almquist.audio_config import AudioConfig, SpeechConfig
+from almquist.avatar_config import AvatarConfig
 from almquist.config import AppConfig, ConversationConfig, ImageLimits
 from almquist.errors import (
     AlmquistError,
@@ -47,10 +53,11 @@ from almquist.errors import (
 )
 from almquist.images import open_image
 from almquist.stores.algorithms import Community, GraphPath, RankedEntity
-from almquist.v1 import common_pb2, conversation_pb2, knowledge_pb2, media_pb2
+from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, knowledge_pb2, media_pb2
 from deployments.embeddings import Embeddings
 from deployments.llm.engine import ChatMessage, TokenChunk
 from deployments.llm.server import LLMServer
+from graphs.avatar import AvatarStream, AvatarTurn, Voice, voice_of
 from graphs.graph_rag import GraphRAG, citations_of
 from graphs.media import MediaHandles, MediaService
 from graphs.router import Router
@@ -88,6 +95,8 @@ class _StreamState:
     interrupt_reason: str | None = None
     camera: asyncio.Task | None = None  # the camera frame being read for gestures
     audio: AudioInput | None = None  # the microphone, from the first AudioChunk on
+    avatar: AvatarStream | None = None  # a session with the avatar on
+    out: asyncio.Queue[Any] | None = None  # the stream's outgoing events (the avatar sends into it at its pace)
 
 
 async def _call(ref: Any) -> Any:
@@ -170,6 +179,7 @@ class ConversationIngress(MediaService):
         image_limits: ImageLimits | dict[str, Any] | None = None,
         speech: SpeechConfig | dict[str, Any] | None = None,
         audio: AudioConfig | dict[str, Any] | None = None,
+        avatar: AvatarConfig | dict[str, Any] | None = None,
     ) -> None:
         self._router = router
         self._knowledge = knowledge
@@ -178,6 +188,8 @@ class ConversationIngress(MediaService):
         self._image_limits = ImageLimits.model_validate(image_limits or {})
         self._speech = SpeechConfig.model_validate(speech or {})
         self._audio_config = AudioConfig.model_validate(audio or {})
+        self._avatar_config = AvatarConfig.model_validate(avatar or {})
+        self._voices: dict[str, Voice] = {}  # the TTS facts avatar streams need, asked once per voice
         self._config = ConversationConfig.model_validate(config or {})
         self._default_max_tokens = default_max_tokens
         self._max_tokens_limit = max_tokens_limit
@@ -231,6 +243,7 @@ class ConversationIngress(MediaService):
         try:
             if first.WhichOneof("event") != "start":
                 raise FailedPrecondition("the first event of a Converse stream must be SessionStart")
+            avatar = await self._avatar_stream() if first.start.avatar else None
             session = await self._open_session(first.start, stream_id)
         except AlmquistError as error:
             abort(grpc_context, error)
@@ -240,7 +253,7 @@ class ConversationIngress(MediaService):
         )
         out: asyncio.Queue[Any] = asyncio.Queue()
         turns: asyncio.Queue[_QueuedTurn | None] = asyncio.Queue()
-        state = _StreamState()
+        state = _StreamState(avatar=avatar, out=out)
         reader = asyncio.create_task(self._read_events(request_stream, turns, out, state))
         worker = asyncio.create_task(self._answer_turns(turns, out, settings, state))
         try:
@@ -254,6 +267,9 @@ class ConversationIngress(MediaService):
                 ),
             )
             sequence = 1
+            if avatar is not None:
+                yield conversation_pb2.ServerEvent(sequence=sequence, avatar=avatar.header())
+                sequence += 1
             while (event := await out.get()) is not _END:
                 event.sequence = sequence
                 sequence += 1
@@ -266,6 +282,18 @@ class ConversationIngress(MediaService):
             if state.audio is not None:
                 await state.audio.close()
             await self._sessions.release_stream.remote(session.session_id, stream_id)
+
+    async def _avatar_stream(self) -> AvatarStream:
+        tts = self._media.tts
+        if tts is None or self._speech.tts is None:
+            raise FailedPrecondition(
+                "the avatar speaks through a TTS deployment and none is configured (speech.tts in the profile): "
+                "start the session without `avatar`"
+            )
+        voice_name = self._avatar_config.voice
+        if voice_name not in self._voices:
+            self._voices[voice_name] = await _call(voice_of(tts, voice_name))
+        return AvatarStream(self._avatar_config, self._voices[voice_name])
 
     # ----- Knowledge service (almquist.v1.Knowledge), served by the same ingress -----
 
@@ -517,6 +545,7 @@ class ConversationIngress(MediaService):
         reason = common_pb2.TURN_END_REASON_COMPLETED
         detail = ""
         route = "none"  # the `route` tag of the turn's latency when it fails before the router decides
+        speaking: AvatarTurn | None = None
         stream = self._router.options(stream=True).route.remote(turn)
         try:
             async for item in stream:
@@ -531,8 +560,10 @@ class ConversationIngress(MediaService):
                             modality=turn.modality,
                             route=item.route,
                             confidence=item.confidence,
+                            topic=item.topic,
                         ),
                     )
+                    speaking = self._avatar_turn(state, turn_id, item.topic, turn.emotion)
                 elif isinstance(item, Citation):
                     yield conversation_pb2.ServerEvent(turn_id=turn_id, citation=citation_proto(item))
                 elif isinstance(item, MediaItem):
@@ -544,21 +575,32 @@ class ConversationIngress(MediaService):
                             token=conversation_pb2.AnswerToken(text=item.text, index=len(answer)),
                         )
                         answer.append(item.text)
+                        if speaking is not None:
+                            speaking.add_text(item.text)
                     if item.finish_reason == "length":
                         reason = common_pb2.TURN_END_REASON_MAX_TOKENS
                         detail = f"stopped at max_tokens={turn.max_tokens}"
+            if speaking is not None:
+                await speaking.finish()  # the turn ends when the avatar has said it all
         except asyncio.CancelledError:
             stream.cancel()  # reaches the router and, through it, the model: generation stops
             if state.interrupt_reason is None:
+                if speaking is not None:
+                    await speaking.stop(common_pb2.TURN_END_REASON_INTERRUPTED, "the client went away")
                 raise  # the client went away, not an interrupt
             reason = common_pb2.TURN_END_REASON_INTERRUPTED
             detail = f"{state.interrupt_reason} after {len(answer)} tokens"
+            if speaking is not None:
+                spoken = await speaking.stop(reason, detail)
+                detail += f" and {spoken:.2f} s of speech"
         except Exception as error:
             cause = unwrap(error)
             reason = common_pb2.TURN_END_REASON_ERROR
             detail = cause.message if isinstance(cause, AlmquistError) else f"answering failed: {cause!r}"
             code = cause.code if isinstance(cause, AlmquistError) else grpc.StatusCode.INTERNAL
             metrics.record(metrics.ERRORS, 1, code=code.name, where="turn")
+            if speaking is not None:
+                await speaking.stop(reason, detail)
         if settings.session_id:
             exchange = Exchange(turn_id, text, "".join(answer), reason == common_pb2.TURN_END_REASON_INTERRUPTED)
             await self._sessions.append.remote(settings.session_id, settings.thread_id, exchange)
@@ -571,6 +613,18 @@ class ConversationIngress(MediaService):
                 turn_id=turn_id, reason=reason, detail=detail, tokens=len(answer), elapsed_s=elapsed
             ),
         )
+
+    @staticmethod
+    def _avatar_turn(state: _StreamState, turn_id: str, topic: str, user_emotion: str) -> AvatarTurn | None:
+        """The avatar's side of a turn, in a session with the avatar on; its events go out at their own pace."""
+        if state.avatar is None or state.out is None:
+            return None
+        out = state.out
+
+        def emit(event: avatar_pb2.AvatarEvent) -> None:
+            out.put_nowait(conversation_pb2.ServerEvent(turn_id=turn_id, avatar=event))
+
+        return state.avatar.turn(turn_id, emit, topic, user_emotion)
 
     async def _history(self, settings: _TurnSettings) -> tuple[ChatMessage, ...]:
         if not settings.session_id or self._config.max_history_turns == 0:
@@ -719,6 +773,7 @@ def compose(
         None,
         config.speech,
         config.audio,
+        config.avatar,
     )
 
 

@@ -43,12 +43,14 @@ def drawing_prompt(text: str) -> str:
     return prompt or text.strip()
 
 
-class IntentClassifier:
-    """Nearest-example intent classification over unit-length embeddings."""
+class NearestExamples:
+    """Nearest-example classification over unit-length embeddings: the label whose examples are closest, or the
+    fallback below `min_similarity`."""
 
-    def __init__(self, config: RouterConfig, example_vectors: dict[str, np.ndarray]) -> None:
-        self._config = config
+    def __init__(self, example_vectors: dict[str, np.ndarray], fallback: str, min_similarity: float) -> None:
         self._examples = example_vectors
+        self._fallback = fallback
+        self._min_similarity = min_similarity
 
     def classify(self, vector: np.ndarray, allowed: Callable[[str], bool] = lambda _: True) -> tuple[str, float]:
         """The best intent among those `allowed` (a turn may rule an intent out, e.g. "draw" with no drawing verb)."""
@@ -59,11 +61,25 @@ class IntentClassifier:
             if allowed(intent)
         }
         if not scores:
-            return self._config.fallback_intent, 0.0
-        intent, best = max(scores.items(), key=lambda item: item[1])
-        if best < self._config.min_similarity:
-            return self._config.fallback_intent, best
-        return intent, best
+            return self._fallback, 0.0
+        label, best = max(scores.items(), key=lambda item: item[1])
+        if best < self._min_similarity:
+            return self._fallback, best
+        return label, best
+
+
+class IntentClassifier(NearestExamples):
+    """The router's intents (RouterConfig.intent_examples)."""
+
+    def __init__(self, config: RouterConfig, example_vectors: dict[str, np.ndarray]) -> None:
+        super().__init__(example_vectors, config.fallback_intent, config.min_similarity)
+
+
+class TopicClassifier(NearestExamples):
+    """What a turn is about (RouterConfig.topic_examples): the avatar's scene follows it."""
+
+    def __init__(self, config: RouterConfig, example_vectors: dict[str, np.ndarray]) -> None:
+        super().__init__(example_vectors, config.fallback_topic, config.min_topic_similarity)
 
 
 @serve.deployment(name="Router", ray_actor_options={"num_cpus": 0.1})
@@ -83,35 +99,41 @@ class Router:
         self._embeddings = embeddings
         self._scene = scene
         self._image_gen = image_gen
-        self._classifier: IntentClassifier | None = None
+        self._classifiers: tuple[IntentClassifier, TopicClassifier] | None = None
         self._classifier_lock = asyncio.Lock()
 
-    async def _get_classifier(self) -> IntentClassifier:
+    async def _embed_examples(self, examples: dict[str, list[str]]) -> dict[str, np.ndarray]:
+        names = list(examples)
+        vectors = await asyncio.gather(*(self._embeddings.embed.remote(examples[name]) for name in names))
+        return dict(zip(names, vectors, strict=True))
+
+    async def _get_classifiers(self) -> tuple[IntentClassifier, TopicClassifier]:
         async with self._classifier_lock:  # embed the examples once, on first use (the embeddings may still load)
-            if self._classifier is None:
-                names = list(self._config.intent_examples)
-                vectors = await asyncio.gather(
-                    *(self._embeddings.embed.remote(self._config.intent_examples[name]) for name in names)
+            if self._classifiers is None:
+                intents, topics = await asyncio.gather(
+                    self._embed_examples(self._config.intent_examples),
+                    self._embed_examples(self._config.topic_examples),
                 )
-                self._classifier = IntentClassifier(self._config, dict(zip(names, vectors, strict=True)))
-        return self._classifier
+                self._classifiers = IntentClassifier(self._config, intents), TopicClassifier(self._config, topics)
+        return self._classifiers
 
     async def decide(self, turn: Turn) -> RouteDecision:
         """The turn's intent and route; its time is the turn's `router` stage (almquist.metrics)."""
         # The first turn also pays for embedding the examples: the stage histogram shows that as it happened.
         with metrics.time_stage("router"):
-            classifier = await self._get_classifier()
+            classifier, topics = await self._get_classifiers()
             [vector] = await self._embeddings.embed.remote([turn.text])
             drawing = is_drawing_request(turn.text)
             intent, score = classifier.classify(
                 vector, lambda name: drawing or self._config.routes.get(name) != "image_gen"
             )
+            topic, _ = topics.classify(vector)
         route = self._config.routes.get(intent, "llm")
         if turn.image is not None and route != "image_gen":
             route = "vision"  # a question about a picture is answered from what the picture holds
         elif turn.image is None and route == "vision":
             route = "llm"  # "what do you see?" with no picture: a conversational answer, not an error
-        return RouteDecision(intent=intent, route=route, confidence=max(0.0, min(1.0, score)))
+        return RouteDecision(intent=intent, route=route, confidence=max(0.0, min(1.0, score)), topic=topic)
 
     async def route(self, turn: Turn) -> AsyncIterator[RouteDecision | TokenChunk | Citation | MediaItem]:
         decision = await self.decide(turn)

@@ -47,6 +47,7 @@ class RouteDecision:
     intent: str
     route: str
     confidence: float
+    topic: str = "general"  # what the turn is about (RouterConfig.topic_examples); the avatar's scene follows it
 
 
 @dataclass(frozen=True)
