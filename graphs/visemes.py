@@ -155,6 +155,12 @@ def pose_vector(pose: dict[str, float]) -> list[float]:
     return weights
 
 
+def _cpp_float(value: float) -> str:
+    """A C++ float literal: 0.5f, and 0.0f / 1.0f (C++ has no `0f`)."""
+    text = f"{value:g}"
+    return f"{text}f" if any(c in text for c in ".e") else f"{text}.0f"
+
+
 def cpp_header() -> str:
     """The tables as a C++17 header for AvatarLinkCore (no UE includes)."""
     lines = [
@@ -182,14 +188,14 @@ def cpp_header() -> str:
         "inline constexpr std::array<std::array<float, kNumBlendshapes>, kNumVisemes> kVisemePoses = {{",
     ]
     for viseme in VISEMES:
-        values = ", ".join(f"{w:g}f" for w in pose_vector(VISEME_POSES[viseme]))
+        values = ", ".join(_cpp_float(w) for w in pose_vector(VISEME_POSES[viseme]))
         lines.append(f"    {{{{{values}}}}},  // {viseme}")
     lines += [
         "}};",
         "",
         "// How strongly each viseme holds its shape against its neighbours (coarticulation).",
         "inline constexpr std::array<float, kNumVisemes> kVisemeDominance = {",
-        "    " + ", ".join(f"{VISEME_DOMINANCE[v]:g}f" for v in VISEMES) + ",",
+        "    " + ", ".join(_cpp_float(VISEME_DOMINANCE[v]) for v in VISEMES) + ",",
         "};",
         "",
         "}  // namespace avatarlink",
