@@ -1,0 +1,7 @@
+// Compiles ../AvatarLinkCore/Private/AvatarTypes.cpp, the UE-free core (also built and tested alone with CMake),
+// into this module. Its own warning set is checked by its CMake build; here it is third-party code.
+#include "CoreMinimal.h"
+
+THIRD_PARTY_INCLUDES_START
+#include "AvatarTypes.cpp"
+THIRD_PARTY_INCLUDES_END
