@@ -13,6 +13,7 @@ test: install vllm-env  ## the whole test suite on a local single-node Ray
 	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra
 
 install: $(VENV)/.installed protos
+	bash web/setup.sh  # three.js and playwright-core for the browser avatar (npm ci when the lock file changed)
 
 # torch and torchvision are pinned in pyproject.toml; pip takes them from this machine's wheel store.
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +41,7 @@ bench: install  ## benchmarks, printing tables
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.news_ingestion
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.vision
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.speech
+	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.avatar
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -67,6 +67,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     table = Table(title="Almquist is up", show_header=False)
     for name, address in runtime.endpoints(schema).items():
         table.add_row(name, address)
+    for app in schema.applications:  # the browser avatar (web/), for anyone without UE5
+        if app.import_path == "graphs.web_avatar:build_app":
+            table.add_row("Browser avatar", f"http://localhost:{schema.http_options.port}{app.route_prefix}/")
     out.print(table)
     target = runtime.endpoints(schema)["gRPC (Serve proxy)"]
     _install_dashboard()

@@ -322,7 +322,9 @@ def _planned_demand(name: str, planned: PlannedDeployment) -> DeploymentDemand:
 def _check_ingestion_embedder(schema: Any, plan: Plan, errors: list[str]) -> None:
     """A profile whose ingestion embeds on a GPU fraction needs the same actor in the plan, and the other way round."""
     for app in schema.applications:
-        knowledge = (app.args or {}).get("knowledge") or {}
+        if "knowledge" not in (app.args or {}):
+            continue  # an app without a knowledge base (the browser avatar's bridge)
+        knowledge = app.args["knowledge"] or {}
         gpus = float(knowledge.get("embed_num_gpus", 0) or 0)
         planned = plan.actors.get(INGESTION_EMBEDDER)
         if gpus <= 0:

@@ -45,6 +45,10 @@ def load_profile(profile: str | Path, grpc_port: int | None = None, http_port: i
     raw: dict[str, Any] = yaml.safe_load(profile_path(profile).read_text())
     if grpc_port is not None:
         raw.setdefault("grpc_options", {})["port"] = grpc_port
+        for app in raw.get("applications") or []:
+            args = app.get("args") or {}
+            if "grpc_target" in args:  # an app that calls the gRPC proxy (the browser avatar's bridge) follows it
+                args["grpc_target"] = f"{str(args['grpc_target']).rpartition(':')[0] or 'localhost'}:{grpc_port}"
     if http_port is not None:
         raw.setdefault("http_options", {})["port"] = http_port
     return ServeDeploySchema.model_validate(raw)

@@ -11,6 +11,7 @@ from ray.serve.schema import RayActorOptionsSchema, ServeDeploySchema
 
 from almquist import runtime
 from almquist.config import AppConfig, ConversationConfig, RouterConfig, resolve_model_ref
+from graphs.web_avatar import WebAvatarConfig
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = sorted((REPO / "serve_config").glob("*.yaml"))
@@ -40,8 +41,13 @@ def test_profile_parses_with_ray_schema_and_app_config(path):
     assert schema.grpc_options.port == 9000 and schema.http_options.port == 8000
     for servicer in schema.grpc_options.grpc_servicer_functions:
         assert callable(import_attr(servicer))
+    assert {app.name for app in schema.applications} == {"conversation", "avatar_web"}
     for app in schema.applications:
         assert callable(import_attr(app.import_path))
+        if app.name == "avatar_web":  # the browser avatar (web/): a static page and a WebSocket bridge to Converse
+            WebAvatarConfig.model_validate(app.args)
+            assert {d.name for d in app.deployments} == {"WebAvatar"}
+            continue
         config = AppConfig.model_validate(app.args)  # our typed config accepts the profile's args
         # every deployment the profile tunes is one the graph builds from these args, and vice versa
         vision = {
@@ -65,7 +71,7 @@ def test_profile_parses_with_ray_schema_and_app_config(path):
 
 def test_cluster_profile_asks_for_fractional_gpus_and_isolates_vllm():
     schema = runtime.load_profile("cluster")
-    [app] = schema.applications
+    [app] = [app for app in schema.applications if app.name == "conversation"]
     gpus = {d.name: gpus_of(d) for d in app.deployments}
     assert any(0 < g < 1 for g in gpus.values()), gpus
     assert gpus["LLMServer"] == 2 and 0 < gpus["Embeddings"] < 1
@@ -80,7 +86,7 @@ def test_cluster_profile_asks_for_fractional_gpus_and_isolates_vllm():
 def test_local_profile_runs_on_cpu_with_packaged_models():
     schema = runtime.load_profile("local", grpc_port=19000, http_port=18000)
     assert schema.grpc_options.port == 19000 and schema.http_options.port == 18000
-    [app] = schema.applications
+    [app] = [app for app in schema.applications if app.name == "conversation"]
     assert all(gpus_of(d) == 0 for d in app.deployments)
     config = AppConfig.model_validate(app.args)
     assert config.llm.backend == "transformers"
