@@ -67,13 +67,10 @@ class SentenceBuffer:
 
     def push(self, text: str) -> list[str]:
         self._text += text
-        sentences = split_sentences(self._text)
-        # the last piece may still grow ("Dr." or "3." are not ends yet): keep it until more text or the end
-        if len(sentences) <= 1:
-            return []
-        done, last = sentences[:-1], sentences[-1]
-        self._text = self._text[self._text.rindex(last) :]
-        return done
+        # a sentence is complete when a next word would start a new one: "Hi. " is, "Hi." and "Dr. " are not yet
+        probe = split_sentences(self._text + "X")
+        self._text = probe[-1][:-1]  # the unfinished sentence, as written (the probe's X removed)
+        return probe[:-1]
 
     def flush(self) -> list[str]:
         sentences, self._text = split_sentences(self._text), ""
@@ -122,6 +119,9 @@ class AvatarStream:
         return self._origin + clock_s
 
     def header(self) -> avatar_pb2.AvatarEvent:
+        """The stream's first event. The clock starts as it is sent (unless a turn has already used the clock)."""
+        if self.sent_until == 0.0:
+            self._origin = self._clock()
         return avatar_pb2.AvatarEvent(
             time_s=0.0,
             header=avatar_pb2.AvatarHeader(

@@ -98,7 +98,7 @@ class Director:
     config: AvatarConfig
     scene: str = ""
     shot: str = ""
-    emotion: tuple[str, float] = ("neutral", 0.0)
+    emotion: tuple[str, float] | None = None  # None until the first turn: it then says its (neutral) start
     _sentences: int = field(default=0, repr=False)
 
     def turn_start(self, topic: str, user_emotion: str = "") -> Direction:
@@ -128,7 +128,7 @@ class Director:
         if mood.kind != "neutral" and (mood.kind, mood.intensity) != self.emotion:
             direction.emotion = (mood.kind, mood.intensity, 0.3)
             self.emotion = (mood.kind, mood.intensity)
-        elif mood.kind == "neutral" and self.emotion[0] != "neutral" and not first:
+        elif mood.kind == "neutral" and self.emotion is not None and self.emotion[0] != "neutral" and not first:
             direction.emotion = ("neutral", 0.0, 0.8)  # let a feeling fade once the answer moves on
             self.emotion = ("neutral", 0.0)
         shown = mood if mood.kind != "neutral" else None
@@ -143,5 +143,6 @@ class Director:
         gesture = sentence_gesture(sentence, first)
         if gesture:
             direction.gesture = (gesture, 0.7, 1.2)
-        direction.speech_emotion = SPEECH_EMOTION.get(self.emotion[0], "") if self.emotion[1] >= 0.35 else ""
+        kind, intensity = self.emotion or ("neutral", 0.0)
+        direction.speech_emotion = SPEECH_EMOTION.get(kind, "") if intensity >= 0.35 else ""
         return direction

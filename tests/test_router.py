@@ -8,7 +8,7 @@ import pytest
 from almquist.config import EmbeddingsConfig, RouterConfig
 from almquist.errors import InvalidArgument, ResourceExhausted
 from deployments.embeddings import SentenceTransformerEngine, validate_texts
-from graphs.router import IntentClassifier
+from graphs.router import IntentClassifier, TopicClassifier
 
 
 @pytest.fixture(scope="module")
@@ -203,3 +203,25 @@ def test_drawing_prompt_keeps_what_to_draw(text, prompt):
     from graphs.router import drawing_prompt
 
     assert drawing_prompt(text) == prompt
+
+
+@pytest.fixture(scope="module")
+def topics(engine) -> TopicClassifier:
+    config = RouterConfig()
+    return TopicClassifier(config, {name: engine.embed(ex, True) for name, ex in config.topic_examples.items()})
+
+
+@pytest.mark.parametrize(
+    ("text", "topic"),
+    [
+        ("Which actors starred in The Godfather?", "movies"),
+        ("Who won the Champions League final?", "sports"),
+        ("What is the best album by Radiohead?", "music"),
+        ("Is it going to snow in the mountains this weekend?", "nature"),
+        ("What happened in the elections today?", "news"),
+        ("What is your name?", "general"),
+    ],
+)
+def test_topics_pick_the_avatars_scene(engine, topics, text, topic):
+    found, score = topics.classify(engine.embed([text], True)[0])
+    assert found == topic, (text, found, score)
