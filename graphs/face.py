@@ -181,9 +181,6 @@ class IdleMotion:
             self._next_blink += self._random.uniform(*self._config.blink_interval_s)
         return np.array(self._blinks)
 
-    def blink_times(self, until_s: float) -> list[float]:
-        return [float(b) for b in self._blinks_until(until_s) if b <= until_s]
-
     def at(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(weights (T, 52), head (T, 3) pitch/yaw/roll in degrees) at `times`."""
         t = np.asarray(times, dtype=np.float64)
@@ -192,6 +189,8 @@ class IdleMotion:
         if not len(t):
             return weights, head
         config = self._config
+        # frames are drawn in time order: blinks that ended before these frames are done with (bounded memory)
+        self._blinks = [b for b in self._blinks if b + config.blink_s >= float(t.min())]
         blinks = self._blinks_until(float(t.max()))
         if blinks.size:
             # a blink closes fast (35 % of it) and opens slower: a triangle on each blink's start
