@@ -232,6 +232,8 @@ class AvatarTurn:
         while True:
             if self._start_s is None:
                 return await ready.get()
+            if not ready.empty():  # wait_for(get(), timeout=0) would cancel the get before it looks at the queue
+                return ready.get_nowait()
             due = self._stream.wall(self._end_s() - self._config.lead_s) - time.monotonic()
             try:
                 return await asyncio.wait_for(ready.get(), timeout=max(0.0, due))

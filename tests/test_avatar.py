@@ -207,3 +207,18 @@ def test_bad_text_gets_no_voice_but_the_turn_still_ends(tts):
     [end] = recorder.of("turn_end")
     assert end.turn_end.reason == common_pb2.TURN_END_REASON_COMPLETED
     assert time.monotonic() - start < 2
+
+
+def test_a_late_turn_takes_its_ready_sentence_instead_of_filling_silence(tts):
+    """Behind the clock (an overloaded server), the next sentence that is ready goes out: no endless pauses."""
+
+    async def run() -> object:
+        stream = AvatarStream(AvatarConfig(seed=6), await voice_of(tts, ""))
+        turn = stream.turn("t", lambda event: None, "general")
+        turn._task.cancel()
+        turn._start_s = -10.0  # the turn's audio should have ended ten seconds ago
+        ready: asyncio.Queue = asyncio.Queue()
+        ready.put_nowait("the next sentence")
+        return await turn._next(ready)
+
+    assert asyncio.run(run()) == "the next sentence"
