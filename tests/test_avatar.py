@@ -219,6 +219,6 @@ def test_a_late_turn_takes_its_ready_sentence_instead_of_filling_silence(tts):
         turn._start_s = -10.0  # the turn's audio should have ended ten seconds ago
         ready: asyncio.Queue = asyncio.Queue()
         ready.put_nowait("the next sentence")
-        return await turn._next(ready)
+        return await turn._next(ready), turn._samples
 
-    assert asyncio.run(run()) == "the next sentence"
+    assert asyncio.run(run()) == ("the next sentence", 0)  # and no silence was placed before it
