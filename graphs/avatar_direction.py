@@ -87,9 +87,6 @@ class Direction:
     gesture: tuple[str, float, float] | None = None  # (name, intensity, duration_s)
     speech_emotion: str = ""  # the TTS prosody for the sentence
 
-    def empty(self) -> bool:
-        return self.environment is None and self.camera is None and self.emotion is None and self.gesture is None
-
 
 @dataclass
 class Director:

@@ -26,17 +26,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from almquist.avatar_config import AvatarConfig
-from graphs.visemes import ARKIT_INDEX, ARKIT_NAMES, VISEME_DOMINANCE, VISEME_POSES, VISEMES, phoneme_visemes
+from graphs.visemes import (
+    ARKIT_INDEX,
+    ARKIT_NAMES,
+    VISEME_DOMINANCE,
+    VISEME_POSES,
+    VISEMES,
+    phoneme_visemes,
+    pose_vector,
+)
+from graphs.visemes import (
+    both_sides as _both,
+)
 
-_POSES = np.array([[VISEME_POSES[v].get(name, 0.0) for name in ARKIT_NAMES] for v in VISEMES], dtype=np.float32)
+_POSES = np.array([pose_vector(VISEME_POSES[v]) for v in VISEMES], dtype=np.float32)
 _DOMINANCE = np.array([VISEME_DOMINANCE[v] for v in VISEMES], dtype=np.float32)
 _VISEME_ID = {name: index for index, name in enumerate(VISEMES)}
 _REST = 0.04  # dominance of the closed, relaxed mouth everywhere: wins only where no viseme is near
 _DIPHTHONG_FIRST = 0.55  # share of a diphthong's time its first vowel holds
-
-
-def _both(weight: float, *stems: str) -> dict[str, float]:
-    return {f"{stem}{side}": weight for stem in stems for side in ("Left", "Right")}
 
 
 # Each emotion's face at full intensity (EmotionKind names, lower case, without the prefix).
@@ -57,10 +64,7 @@ EMOTION_POSES: dict[str, dict[str, float]] = {
 
 
 def pose(weights: dict[str, float]) -> np.ndarray:
-    vector = np.zeros(len(ARKIT_NAMES), dtype=np.float32)
-    for name, weight in weights.items():
-        vector[ARKIT_INDEX[name]] = weight
-    return vector
+    return np.array(pose_vector(weights), dtype=np.float32)
 
 
 _EMOTION_VECTORS = {kind: pose(weights) for kind, weights in EMOTION_POSES.items()}

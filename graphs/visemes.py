@@ -34,7 +34,7 @@ VISEMES: tuple[str, ...] = ("sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn
 VISEME_INDEX = {name: index for index, name in enumerate(VISEMES)}
 
 
-def _both(weight: float, *stems: str) -> dict[str, float]:
+def both_sides(weight: float, *stems: str) -> dict[str, float]:
     """A symmetric pose: `mouthSmile` -> mouthSmileLeft and mouthSmileRight."""
     return {f"{stem}{side}": weight for stem in stems for side in ("Left", "Right")}
 
@@ -43,18 +43,18 @@ def _both(weight: float, *stems: str) -> dict[str, float]:
 # the teeth for TH; the jaw opens most for aa, then oh, E; rounding (pucker, funnel) for ou, oh, CH, RR.
 VISEME_POSES: dict[str, dict[str, float]] = {
     "sil": {},
-    "PP": {"mouthClose": 0.1, "mouthRollLower": 0.3, "mouthRollUpper": 0.2, **_both(0.5, "mouthPress")},
-    "FF": {"jawOpen": 0.08, "mouthRollLower": 0.6, **_both(0.25, "mouthUpperUp")},
-    "TH": {"jawOpen": 0.15, "tongueOut": 0.4, **_both(0.2, "mouthLowerDown")},
-    "DD": {"jawOpen": 0.2, **_both(0.15, "mouthStretch"), **_both(0.15, "mouthLowerDown")},
-    "kk": {"jawOpen": 0.25, **_both(0.2, "mouthStretch")},
-    "CH": {"jawOpen": 0.15, "mouthFunnel": 0.5, "mouthPucker": 0.3, **_both(0.2, "mouthUpperUp")},
-    "SS": {"jawOpen": 0.1, **_both(0.4, "mouthStretch"), **_both(0.15, "mouthSmile")},
-    "nn": {"jawOpen": 0.15, **_both(0.1, "mouthStretch")},
+    "PP": {"mouthClose": 0.1, "mouthRollLower": 0.3, "mouthRollUpper": 0.2, **both_sides(0.5, "mouthPress")},
+    "FF": {"jawOpen": 0.08, "mouthRollLower": 0.6, **both_sides(0.25, "mouthUpperUp")},
+    "TH": {"jawOpen": 0.15, "tongueOut": 0.4, **both_sides(0.2, "mouthLowerDown")},
+    "DD": {"jawOpen": 0.2, **both_sides(0.15, "mouthStretch"), **both_sides(0.15, "mouthLowerDown")},
+    "kk": {"jawOpen": 0.25, **both_sides(0.2, "mouthStretch")},
+    "CH": {"jawOpen": 0.15, "mouthFunnel": 0.5, "mouthPucker": 0.3, **both_sides(0.2, "mouthUpperUp")},
+    "SS": {"jawOpen": 0.1, **both_sides(0.4, "mouthStretch"), **both_sides(0.15, "mouthSmile")},
+    "nn": {"jawOpen": 0.15, **both_sides(0.1, "mouthStretch")},
     "RR": {"jawOpen": 0.15, "mouthFunnel": 0.3, "mouthPucker": 0.4},
-    "aa": {"jawOpen": 0.7, **_both(0.3, "mouthLowerDown"), **_both(0.1, "mouthUpperUp")},
-    "E": {"jawOpen": 0.45, **_both(0.3, "mouthStretch"), **_both(0.15, "mouthSmile")},
-    "ih": {"jawOpen": 0.32, **_both(0.4, "mouthStretch"), **_both(0.25, "mouthSmile")},
+    "aa": {"jawOpen": 0.7, **both_sides(0.3, "mouthLowerDown"), **both_sides(0.1, "mouthUpperUp")},
+    "E": {"jawOpen": 0.45, **both_sides(0.3, "mouthStretch"), **both_sides(0.15, "mouthSmile")},
+    "ih": {"jawOpen": 0.32, **both_sides(0.4, "mouthStretch"), **both_sides(0.25, "mouthSmile")},
     "oh": {"jawOpen": 0.5, "mouthFunnel": 0.6, "mouthPucker": 0.2},
     "ou": {"jawOpen": 0.25, "mouthPucker": 0.8, "mouthFunnel": 0.3},
 }
