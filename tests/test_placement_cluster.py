@@ -5,6 +5,7 @@ keeps every card inside the plan's memory budget, node by node as the plan's che
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections import defaultdict
@@ -14,13 +15,28 @@ import pytest
 
 from almquist import placement, runtime
 
-CPUS_PER_NODE = 12  # logical; the plan's nodes have 64, but 4 x 64 idle slots would only cost memory here
+
+def cpus_per_node(report: placement.PlanReport) -> int:
+    """Logical CPUs per simulated node (the plan's nodes have 64, but 4 x 64 idle slots would only cost memory here):
+    the most CPU the node-pinned replicas take on one node plus every unpinned replica, so that no order in which Ray
+    schedules can leave a pinned replica without CPU on its node. Ray spreads unpinned replicas by timing; with a
+    tighter figure (12 once) the unpinned ones sometimes filled the media node before MusicGen came."""
+    pinned: dict[str, float] = defaultdict(float)
+    unpinned = 0.0
+    for demand in report.demands:
+        cpus = sum(bundle.get("CPU", 0.0) for bundle in demand.bundles)
+        if any(key.startswith("node_type_") for bundle in demand.bundles for key in bundle):
+            for node in report.placements["start"].replicas[demand.name]:
+                pinned[node] += cpus
+        else:
+            unpinned += cpus * demand.replicas["start"]
+    return math.ceil(max(pinned.values()) + unpinned)
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dict:
+def deployed(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, report: placement.PlanReport) -> dict:
     args = {"work": str(tmp_path_factory.mktemp("sim-cluster")), "llm_dir": str(tiny_llama_dir)}
-    args["cpus_per_node"] = CPUS_PER_NODE
+    args["cpus_per_node"] = cpus_per_node(report)
     result = subprocess.run(
         [sys.executable, "-m", "tests.simulated_cluster", json.dumps(args)],
         cwd=runtime.REPO_ROOT,
