@@ -10,7 +10,7 @@ run: install  ## install everything into .venv and start Almquist on the local p
 	$(BIN)/almquist up --profile local
 
 test: install vllm-env  ## the whole test suite on a local single-node Ray
-	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra
+	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra --durations=25
 
 install: $(VENV)/.installed protos
 	bash web/setup.sh  # three.js and playwright-core for the browser avatar (npm ci when the lock file changed)
