@@ -9,7 +9,9 @@ What is spoken: a fixed story (`STORY`, cut to about `--seconds` of espeak-ng sp
 words and no language model competes for the two cores:
 - Serve: the graph of `graphs.conversation.compose` (ingress -> router with its embeddings -> LLMServer, the TTS
   deployment, sessions) behind the Serve gRPC proxy, with the LLMServer's engine swapped for `ScriptedEngine`,
-  which streams the story one word per token at once. Everything else is the real path of a typed turn.
+  which streams the story one word per token at once. Everything else is the real path of a typed turn. Measured
+  twice (`--serve-transports`): `serve/actor`, the proxy reaching the ingress replica by Ray actor calls (Serve's
+  default), and `serve/grpc`, over Serve's gRPC transport (`RAY_SERVE_PROXY_USE_GRPC=1`), each on a Ray of its own.
 - grpcio (the baseline): a plain `grpc.aio` server in a subprocess serving `Conversation/Converse` with the same
   `graphs.avatar.AvatarStream` and an in-process `TextToSpeech` (espeak-ng), speaking the same words; no Serve, no
   Ray, no router, no sessions.
@@ -556,9 +558,16 @@ def max_clean(results: dict[int, RunResult]) -> str:
 # ----- Serve: the composed graph behind the gRPC proxy -----
 
 
-def start_serve(config: AvatarConfig, answer: str, work: Path) -> str:
+SERVE_TRANSPORTS = ("actor", "grpc")
+
+
+def start_serve(config: AvatarConfig, answer: str, work: Path, transport: str = "actor") -> str:
     """Starts Ray and Serve (free ports, no dashboard) and deploys the conversation graph with the scripted LLM
-    and the TTS; returns the gRPC proxy's target."""
+    and the TTS; returns the gRPC proxy's target. `transport` is how the proxy reaches the ingress replica: "actor"
+    (Ray actor calls, Serve's default) or "grpc" (`RAY_SERVE_PROXY_USE_GRPC=1`, Serve's gRPC transport; read by the
+    proxy when it starts, so it is set before Ray starts its processes)."""
+    if transport not in SERVE_TRANSPORTS:
+        raise ValueError(f"transport is one of {SERVE_TRANSPORTS}, not {transport!r}")
     import ray
     from ray import serve
     from ray._private import ray_constants
@@ -580,6 +589,7 @@ def start_serve(config: AvatarConfig, answer: str, work: Path) -> str:
     # Ray starts its workers (the replicas) at niceness 15, below the client and the grpcio server (0): at 0 too,
     # the two paths get the cores alike, and other work on the machine (Ray workers of other clusters) yields
     os.environ[ray_constants.RAY_WORKER_NICENESS] = "0"
+    os.environ["RAY_SERVE_PROXY_USE_GRPC"] = "1" if transport == "grpc" else "0"
     # "local": a Ray of its own even while `almquist up` runs one on this machine (ray.init would join that one)
     ray.init("local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -636,6 +646,11 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="replaces an avatar setting of the profile",
     )
+    parser.add_argument(
+        "--serve-transports",
+        default=",".join(SERVE_TRANSPORTS),
+        help="how Serve's proxy reaches the ingress: actor (Ray actor calls, Serve's default), grpc, or both",
+    )
     parser.add_argument("--skip-serve", action="store_true", help="measure the grpcio baseline only")
     parser.add_argument("--baseline-server", metavar="JSON", help=argparse.SUPPRESS)  # the baseline's subprocess
     args = parser.parse_args()
@@ -652,6 +667,9 @@ def main() -> None:
         parser.error(f"--streams takes comma-separated integers, not {args.streams!r}")
     if counts[0] < 1 or args.seconds <= 0 or args.repeats < 1:
         parser.error("--streams counts, --seconds and --repeats must be positive")
+    transports = [t for t in args.serve_transports.split(",") if t]
+    if not transports or set(transports) - set(SERVE_TRANSPORTS):
+        parser.error(f"--serve-transports takes {', '.join(SERVE_TRANSPORTS)}, not {args.serve_transports!r}")
     try:
         config = local_avatar_config(args.avatar)
     except ValueError as error:  # pydantic's ValidationError too
@@ -663,16 +681,17 @@ def main() -> None:
     options = {"ramp_s": args.ramp_s, "max_tokens": max_tokens, "timeout_s": args.ramp_s + 3 * args.seconds + 30}
     with baseline_server(config, answer) as target:
         grpcio = asyncio.run(measure_all(target, counts, args.repeats, "grpcio", **options))
-    served: dict[int, RunResult] = {}
-    if not args.skip_serve:
-        with console.status("starting Ray and Serve"):
+    paths: dict[str, dict[int, RunResult]] = {"grpcio": grpcio}
+    for transport in [] if args.skip_serve else transports:
+        path = f"serve/{transport}"
+        with console.status(f"starting Ray and Serve ({path})"):
             work = Path(tempfile.mkdtemp(prefix="almquist-bench-avatar-"))
-            target = start_serve(config, answer, work)
+            target = start_serve(config, answer, work, transport)
         try:
-            served = asyncio.run(measure_all(target, counts, args.repeats, "serve", application=APP, **options))
+            paths[path] = asyncio.run(measure_all(target, counts, args.repeats, path, application=APP, **options))
         finally:
             stop_serve()
-        routes = {route for result in served.values() for route in result.routes}
+        routes = {route for result in paths[path].values() for route in result.routes}
         if routes != {"llm"}:
             console.print(f"[red]warning: the router sent the turns to {sorted(routes)}, not only to the LLM")
 
@@ -681,9 +700,11 @@ def main() -> None:
         f"and {config.audio_chunk_ms:g} ms of audio per message, on {os.cpu_count()} cores: one typed "
         f"turn per stream answered with a fixed story ({max_tokens} words, {spoken_s:.1f} s of espeak-ng speech), "
         f"streams started over {args.ramp_s:g} s, median of {args.repeats} run(s).\n"
-        "serve: Serve gRPC proxy -> ConversationIngress -> Router (embeddings) -> LLMServer with a scripted engine "
-        "(the story, one word per token) + TTS deployment. grpcio: a plain grpc.aio server, same AvatarStream, "
-        "in-process TTS. All at niceness 0 (Ray's workers too).\nlateness = face frame arrival - its time on the "
+        "serve/actor, serve/grpc: Serve gRPC proxy -> ConversationIngress -> Router (embeddings) -> LLMServer with a "
+        "scripted engine (the story, one word per token) + TTS deployment; the proxy reaches the ingress by Ray actor "
+        "calls (Serve's default) or over Serve's gRPC transport (RAY_SERVE_PROXY_USE_GRPC=1). grpcio: a plain "
+        "grpc.aio server, same AvatarStream, in-process TTS. All at niceness 0 (Ray's workers too).\n"
+        "lateness = face frame arrival - its time on the "
         "client's clock (0 at the header; negative is early); underruns = display pulls during speech with no "
         f"frame within one period; failed = streams cut off after {options['timeout_s']:.0f} s or ended by an "
         "error.\nCPU in % of one core: client = this process, server = the processes it started (grpcio's, or Ray's "
@@ -695,9 +716,8 @@ def main() -> None:
         table.add_column(column, justify="left" if column == "path" else "right")
     for count in counts:
         base = grpcio[count]
-        for path, result in (("grpcio", base), ("serve", served.get(count))):
-            if result is None:
-                continue
+        for path, results in paths.items():
+            result = results[count]
             table.add_row(
                 str(count),
                 path,
@@ -715,14 +735,11 @@ def main() -> None:
                 f"{result.other_cpu_pct:.0f}",
             )
     console.print(table)
-    for path, results in (("grpcio", grpcio), ("serve", served)):
+    for path, results in paths.items():
         for count, result in results.items():
             for error in result.errors:
                 console.print(f"{path}, {count} streams: failed streams: {error}")
-    summary = f"max streams with 0 underruns: grpcio {max_clean(grpcio)}"
-    if served:
-        summary += f", serve {max_clean(served)}"
-    console.print(summary)
+    console.print("max streams with 0 underruns: " + ", ".join(f"{p} {max_clean(r)}" for p, r in paths.items()))
 
 
 if __name__ == "__main__":
