@@ -30,7 +30,10 @@ def cpus_per_node(report: placement.PlanReport) -> int:
                 pinned[node] += cpus
         else:
             unpinned += cpus * demand.replicas["start"]
-    return math.ceil(max(pinned.values()) + unpinned)
+    needed = math.ceil(max(pinned.values()) + unpinned)
+    # the real nodes must have that headroom too, or Ray's order could starve a pinned replica there as well
+    assert needed <= min(node_type.cpus for node_type in report.plan.node_types.values()), needed
+    return needed
 
 
 @pytest.fixture(scope="module")
