@@ -4,7 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 EXTRAS := speech,audio,vision,dev
 
-.PHONY: run test install protos vllm-env bench lint down clean
+.PHONY: run test install system-packages protos vllm-env bench lint down clean
+
+# The Debian packages beside pip's (almquist/system_packages.py): `make run` needs the `run` set, `make test` adds
+# compilers, gRPC C++ and chromium. Installed with apt-get as root or through sudo; otherwise named, and make stops.
+SYSTEM_NEEDS ?= run
+test: SYSTEM_NEEDS := test
 
 run: install  ## install everything into .venv and start Almquist on the local profile
 	$(BIN)/almquist up --profile local
@@ -12,7 +17,7 @@ run: install  ## install everything into .venv and start Almquist on the local p
 test: install vllm-env  ## the whole test suite on a local single-node Ray
 	RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 $(BIN)/python -m pytest -q -ra --durations=25
 
-install: $(VENV)/.installed protos
+install: system-packages $(VENV)/.installed protos
 	bash web/setup.sh  # three.js and playwright-core for the browser avatar (npm ci when the lock file changed)
 
 # torch and torchvision are pinned in pyproject.toml; pip takes them from this machine's wheel store.
@@ -29,6 +34,9 @@ $(VENV)/.installed: pyproject.toml
 	# asks for the `typing` backport, basic-pitch's for tensorflow (pyproject.toml's speech and audio extras)
 	$(BIN)/pip install --progress-bar off --no-deps resemblyzer==0.1.4 basic-pitch==0.4.0
 	touch $@
+
+system-packages:
+	$(PYTHON) -m almquist.system_packages $(SYSTEM_NEEDS)
 
 protos:
 	$(BIN)/python -m protos.build
