@@ -7,7 +7,7 @@ streams start spread over `--ramp-s` and run together; the clients are `grpc.aio
 
 What is spoken: a fixed story (`STORY`, cut to about `--seconds` of espeak-ng speech), so both paths say the same
 words and no language model competes for the two cores:
-- Serve: the graph of `graphs.conversation.compose` (ingress -> router with its embeddings -> LLMServer, the TTS
+- Serve: the graph of `graphs.app.compose` (ingress -> router with its embeddings -> LLMServer, the TTS
   deployment, sessions) behind the Serve gRPC proxy, with the LLMServer's engine swapped for `ScriptedEngine`,
   which streams the story one word per token at once. Everything else is the real path of a typed turn. Measured
   twice (`--serve-transports`): `serve/actor`, the proxy reaching the ingress replica by Ray actor calls (Serve's
@@ -59,11 +59,11 @@ from typing import Any
 import grpc
 import numpy as np
 import psutil
+from almquist.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
-from almquist.avatar_config import AvatarConfig
-from almquist.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
+from almquist.config.avatar import AvatarConfig
 from deployments.llm.engine import EngineStats, GenerationRequest, TokenChunk
 
 console = Console(width=180)  # the table's 14 columns
@@ -103,7 +103,7 @@ def story(seconds: float, sentence_s: Sequence[float]) -> tuple[str, float]:
 
 def sentence_seconds() -> list[float]:
     """How long espeak-ng (the TTS default voice, neutral) speaks each STORY sentence."""
-    from almquist.audio_config import TTSConfig
+    from almquist.config.speech import TTSConfig
     from deployments.tts import EMOTIONS, EspeakEngine
 
     engine = EspeakEngine(TTSConfig())
@@ -260,7 +260,7 @@ class BaselineConversation(conversation_pb2_grpc.ConversationServicer):
 
 async def serve_baseline(config: AvatarConfig, answer: str) -> None:
     """Runs the baseline server on a free loopback port (printed as `port N` on stdout) until SIGTERM."""
-    from almquist.audio_config import TTSConfig
+    from almquist.config.speech import TTSConfig
     from deployments.tts import TextToSpeech
     from graphs.avatar import voice_of
     from tests.local_deployment import LocalDeployment
@@ -575,7 +575,7 @@ def start_serve(config: AvatarConfig, answer: str, work: Path, transport: str = 
 
     from almquist import runtime
     from almquist.config import AppConfig
-    from graphs.conversation import compose
+    from graphs.app import compose
 
     app_config = AppConfig.model_validate(
         {

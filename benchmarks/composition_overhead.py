@@ -52,17 +52,17 @@ async def construct(cls: type, *args: Any) -> Any:
 async def in_process_graph(config: AppConfig) -> Any:
     from deployments.embeddings import Embeddings
     from deployments.llm.server import LLMServer
-    from graphs.conversation import ConversationIngress
     from graphs.graph_rag import GraphRAG
+    from graphs.handles import Handles
+    from graphs.ingress import ConversationIngress
     from graphs.router import Router
 
     embeddings = LocalHandle(await construct(Embeddings, config.embeddings))
     llm = LocalHandle(await construct(LLMServer, config.llm))
     graph_rag = LocalHandle(await construct(GraphRAG, llm, embeddings))
     router = LocalHandle(await construct(Router, llm, graph_rag, embeddings, config.router))
-    return await construct(
-        ConversationIngress, router, config.conversation, config.llm.default_max_tokens, config.llm.max_tokens_limit
-    )
+    handles = Handles(router=router, graph_rag=graph_rag, llm=llm, embeddings=embeddings)
+    return await construct(ConversationIngress, handles, config)
 
 
 async def time_turn(events: Callable[[], Any]) -> tuple[float, float, int]:

@@ -1,4 +1,4 @@
-"""The gRPC ingress (`almquist.v1.Conversation`) and the composed application `build_app`.
+"""The `almquist.v1.Conversation` gRPC service: sessions, turns, interrupts, speech and the avatar on one stream.
 
 In: `ClientEvent`s on `Converse` (or one `AskRequest`). Out: `ServerEvent`s: SessionStarted, then per turn
 TurnStarted, AnswerTokens, TurnEnd. A Converse stream runs three things at once: a reader that accepts client
@@ -9,8 +9,7 @@ status; a bad event inside a live stream gets an in-band ErrorEvent and the stre
 Pictures: an `ImageFrame` with text is a turn about the picture (queued like typed text; a drawing comes back as
 a MediaResult event). An `ImageFrame` without text is a camera frame: it is read for hand gestures, and a stop
 gesture (an open palm, by default) interrupts the answer being spoken. Camera frames that arrive while one is
-being read are dropped: only the newest posture matters. The ingress also serves `almquist.v1.Media`
-(graphs/media).
+being read are dropped: only the newest posture matters.
 
 Speech: `AudioChunk`s go to the stream's `AudioInput` (graphs/speech): voice activity detection, partial
 transcripts while the user talks, and at the end of the turn (VAD's silence, EndOfTurn, or the length limit) a final
@@ -21,6 +20,10 @@ The avatar: a session started with `SessionStart.avatar` gets an AvatarHeader ri
 each turn the avatar's events (graphs/avatar: voice, face frames, visemes, emotion, gesture, camera, scene) paced
 on the audio clock beside the text; the turn's TurnEnd comes once the avatar has finished speaking, and an
 interrupt or barge-in stops its voice and face within one frame period.
+
+Depends on the router, the speech families (stt, diarization, voice emotion, tts) and gestures (graphs/handles.py),
+and the SessionStore actor; the router's events it turns into ServerEvents are named in graphs/turn.py. Served by
+the single gRPC ingress (graphs/ingress.py).
 """
 
 from __future__ import annotations
@@ -29,19 +32,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from ray import serve
-from ray.serve import Application
-from ray.serve.handle import DeploymentHandle
 
 from actors.sessions import Exchange, SessionInfo, get_session_store
 from almquist import metrics
-from almquist.audio_config import AudioConfig, SpeechConfig
-from almquist.avatar_config import AvatarConfig
-from almquist.config import AppConfig, ConversationConfig, ImageLimits
+from almquist.config import AppConfig, ImageLimits
 from almquist.errors import (
     AlmquistError,
     FailedPrecondition,
@@ -52,16 +50,12 @@ from almquist.errors import (
     unwrap,
 )
 from almquist.images import open_image
-from almquist.stores.algorithms import Community, GraphPath, RankedEntity
-from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, knowledge_pb2, media_pb2
-from deployments.embeddings import Embeddings
+from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, media_pb2
 from deployments.llm.engine import ChatMessage, TokenChunk
-from deployments.llm.server import LLMServer
 from graphs.avatar import AvatarStream, AvatarTurn, Voice, voice_of
-from graphs.graph_rag import GraphRAG, citations_of
-from graphs.media import MediaHandles, MediaService
-from graphs.router import Router
-from graphs.rpc import abort, call_or_abort
+from graphs.handles import Handles
+from graphs.knowledge import citation_proto
+from graphs.rpc import aborting
 from graphs.speech import AudioInput, HeardSpeech
 from graphs.turn import Citation, ImageInput, MediaItem, RouteDecision, Turn
 
@@ -99,30 +93,6 @@ class _StreamState:
     out: asyncio.Queue[Any] | None = None  # the stream's outgoing events (the avatar sends into it at its pace)
 
 
-async def _call(ref: Any) -> Any:
-    """Awaits an actor call, re-raising our own errors unwrapped from Ray's task error."""
-    try:
-        return await ref
-    except Exception as error:
-        ours = as_almquist_error(error)
-        if ours is not None:
-            raise ours from None
-        raise
-
-
-def citation_proto(citation: Citation) -> knowledge_pb2.Citation:
-    return knowledge_pb2.Citation(
-        source_id=citation.source_id,
-        title=citation.title,
-        snippet=citation.snippet,
-        path=list(citation.path),
-        snapshot_id=citation.snapshot_id,
-        score=citation.score,
-        uri=citation.url,
-        published_unix_s=citation.published,
-    )
-
-
 def _error_event(error: AlmquistError) -> conversation_pb2.ServerEvent:
     """An in-band ErrorEvent for a rejected client event (the stream goes on), counted like every error."""
     metrics.record(metrics.ERRORS, 1, code=error.code.name, where="event")
@@ -141,65 +111,29 @@ def media_result_proto(item: MediaItem) -> media_pb2.MediaResult:
     )
 
 
-def ranked_proto(entity: RankedEntity) -> knowledge_pb2.RankedEntity:
-    return knowledge_pb2.RankedEntity(id=entity.id, name=entity.name, kind=entity.label, score=entity.score)
+class ConversationService:
+    """gRPC methods of `almquist.v1.Conversation`: `Ask`, `AskStream` and the bidirectional `Converse`."""
 
-
-def community_proto(community: Community) -> knowledge_pb2.GraphCommunity:
-    return knowledge_pb2.GraphCommunity(
-        index=community.index, size=community.size, members=[ranked_proto(m) for m in community.members]
-    )
-
-
-def path_proto(path: GraphPath | None) -> knowledge_pb2.ShortestPathResponse:
-    if path is None:
-        return knowledge_pb2.ShortestPathResponse(found=False)
-    return knowledge_pb2.ShortestPathResponse(
-        found=True, names=list(path.names), ids=list(path.ids), relations=list(path.rels)
-    )
-
-
-def _snapshot_items(record: dict[str, Any]) -> int:
-    """Nodes and edges an ingestion snapshot created (its last run's report)."""
-    last = (record.get("info") or {}).get("last_run") or {}
-    return int(last.get("created_nodes", 0)) + int(last.get("created_edges", 0))
-
-
-@serve.deployment(name="ConversationIngress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
-class ConversationIngress(MediaService):
-    def __init__(
-        self,
-        router: DeploymentHandle,
-        config: ConversationConfig | dict[str, Any] | None = None,
-        default_max_tokens: int = 128,
-        max_tokens_limit: int = 1024,
-        knowledge: DeploymentHandle | None = None,
-        media: dict[str, DeploymentHandle] | None = None,
-        stop_gestures: tuple[str, ...] = ("open_palm",),
-        image_limits: ImageLimits | dict[str, Any] | None = None,
-        speech: SpeechConfig | dict[str, Any] | None = None,
-        audio: AudioConfig | dict[str, Any] | None = None,
-        avatar: AvatarConfig | dict[str, Any] | None = None,
-    ) -> None:
-        self._router = router
-        self._knowledge = knowledge
-        self._media = MediaHandles(**(media or {}))
-        self._stop_gestures = tuple(stop_gestures)
-        self._image_limits = ImageLimits.model_validate(image_limits or {})
-        self._speech = SpeechConfig.model_validate(speech or {})
-        self._audio_config = AudioConfig.model_validate(audio or {})
-        self._avatar_config = AvatarConfig.model_validate(avatar or {})
+    def __init__(self, handles: Handles, config: AppConfig) -> None:
+        if handles.router is None:
+            raise ValueError("the conversation needs the Router deployment (Handles.router)")
+        self._router = handles.router
+        self._media = handles
+        self._stop_gestures = tuple(config.vision.gestures.stop_gestures if config.vision.gestures else ())
+        self._image_limits = ImageLimits()  # the picture limits of the vision families' defaults
+        self._speech = config.speech
+        self._avatar_config = config.avatar
         self._voices: dict[str, Voice] = {}  # the TTS facts avatar streams need, asked once per voice
-        self._config = ConversationConfig.model_validate(config or {})
-        self._default_max_tokens = default_max_tokens
-        self._max_tokens_limit = max_tokens_limit
+        self._config = config.conversation
+        self._default_max_tokens = config.llm.default_max_tokens
+        self._max_tokens_limit = config.llm.max_tokens_limit
         self._sessions = get_session_store()
 
     # ----- gRPC methods -----
 
     async def Ask(self, request: conversation_pb2.AskRequest, grpc_context: Any = None) -> conversation_pb2.AskResponse:
         response = conversation_pb2.AskResponse()
-        try:
+        with aborting(grpc_context):
             settings = await self._ask_settings(request)
             text = self._check_text(request.text)
             async for event in self._answer(_QueuedTurn(text), settings, _StreamState()):
@@ -214,18 +148,14 @@ class ConversationIngress(MediaService):
                     response.citations.append(event.citation)
                 elif kind == "turn_end":
                     response.turn_end.CopyFrom(event.turn_end)
-        except AlmquistError as error:
-            abort(grpc_context, error)
         return response
 
     async def AskStream(
         self, request: conversation_pb2.AskRequest, grpc_context: Any = None
     ) -> AsyncIterator[conversation_pb2.ServerEvent]:
-        try:
+        with aborting(grpc_context):
             settings = await self._ask_settings(request)
             text = self._check_text(request.text)
-        except AlmquistError as error:
-            abort(grpc_context, error)
         sequence = 0
         async for event in self._answer(_QueuedTurn(text), settings, _StreamState()):
             event.sequence = sequence
@@ -240,13 +170,11 @@ class ConversationIngress(MediaService):
             first = await anext(aiter(request_stream))
         except StopAsyncIteration:
             return
-        try:
+        with aborting(grpc_context):
             if first.WhichOneof("event") != "start":
                 raise FailedPrecondition("the first event of a Converse stream must be SessionStart")
             avatar = await self._avatar_stream() if first.start.avatar else None
             session = await self._open_session(first.start, stream_id)
-        except AlmquistError as error:
-            abort(grpc_context, error)
 
         settings = _TurnSettings(
             session.session_id, session.thread_id, session.personality, self._max_tokens(first.start.max_tokens)
@@ -292,97 +220,8 @@ class ConversationIngress(MediaService):
             )
         voice_name = self._avatar_config.voice
         if voice_name not in self._voices:
-            self._voices[voice_name] = await _call(voice_of(tts, voice_name))
+            self._voices[voice_name] = await voice_of(tts, voice_name)
         return AvatarStream(self._avatar_config, self._voices[voice_name])
-
-    # ----- Knowledge service (almquist.v1.Knowledge), served by the same ingress -----
-
-    async def _knowledge_call(self, grpc_context: Any, method: str, *args: Any) -> Any:
-        if self._knowledge is None:
-            abort(grpc_context, Unimplemented("this application has no knowledge base"))
-        return await call_or_abort(grpc_context, getattr(self._knowledge, method).remote(*args))
-
-    async def Query(
-        self, request: knowledge_pb2.KnowledgeQuery, grpc_context: Any = None
-    ) -> knowledge_pb2.KnowledgeAnswer:
-        result = await self._knowledge_call(grpc_context, "query", request.question, request.snapshot_id)
-        limit = request.max_citations or len(result.facts)
-        return knowledge_pb2.KnowledgeAnswer(
-            answers=result.answers,
-            citations=[
-                citation_proto(replace(citation, snapshot_id=request.snapshot_id))
-                for citation in citations_of(result, limit)
-            ],
-            linked_entities=result.linked,
-            snapshot_id=request.snapshot_id,
-        )
-
-    async def Search(
-        self, request: knowledge_pb2.SearchRequest, grpc_context: Any = None
-    ) -> knowledge_pb2.SearchResponse:
-        if not request.text.strip():
-            abort(grpc_context, InvalidArgument("search text is empty"))
-        hits = await self._knowledge_call(grpc_context, "search", request.text, request.limit, request.kind)
-        return knowledge_pb2.SearchResponse(
-            hits=[knowledge_pb2.SearchHit(id=h["id"], name=h["name"], kind=h["label"], score=h["score"]) for h in hits]
-        )
-
-    async def ListSnapshots(
-        self, request: knowledge_pb2.ListSnapshotsRequest, grpc_context: Any = None
-    ) -> knowledge_pb2.ListSnapshotsResponse:
-        records = await self._knowledge_call(grpc_context, "snapshots")
-        return knowledge_pb2.ListSnapshotsResponse(
-            snapshots=[
-                knowledge_pb2.Snapshot(
-                    snapshot_id=r["snapshot_id"],
-                    source=r.get("source", ""),
-                    created_unix_s=r.get("created_unix_s", 0.0),
-                    items=_snapshot_items(r),
-                    status=r.get("status", ""),
-                )
-                for r in reversed(records)
-            ]
-        )
-
-    async def Rollback(
-        self, request: knowledge_pb2.RollbackRequest, grpc_context: Any = None
-    ) -> knowledge_pb2.RollbackResponse:
-        removed = await self._knowledge_call(grpc_context, "rollback", request.snapshot_id)
-        # nodes and edges, as a snapshot's `items` counts them (the dict also holds per-label and per-type counts)
-        return knowledge_pb2.RollbackResponse(items_removed=int(removed["nodes"] + removed["edges"]))
-
-    async def Influential(
-        self, request: knowledge_pb2.InfluentialRequest, grpc_context: Any = None
-    ) -> knowledge_pb2.InfluentialResponse:
-        ranked = await self._knowledge_call(
-            grpc_context, "influential", request.label, request.limit, list(request.relations), request.snapshot_id
-        )
-        return knowledge_pb2.InfluentialResponse(entities=[ranked_proto(entity) for entity in ranked])
-
-    async def Community(
-        self, request: knowledge_pb2.CommunityRequest, grpc_context: Any = None
-    ) -> knowledge_pb2.CommunityResponse:
-        found, total = await self._knowledge_call(
-            grpc_context,
-            "community",
-            request.entity_id.strip(),
-            request.limit,
-            request.label,
-            list(request.relations),
-            request.snapshot_id,
-            request.communities,
-        )
-        return knowledge_pb2.CommunityResponse(communities=[community_proto(c) for c in found], total=total)
-
-    async def ShortestPath(
-        self, request: knowledge_pb2.ShortestPathRequest, grpc_context: Any = None
-    ) -> knowledge_pb2.ShortestPathResponse:
-        if not request.src_id.strip() or not request.dst_id.strip():
-            abort(grpc_context, InvalidArgument("give both src_id and dst_id (entity ids like 'Person:Tom Hanks')"))
-        path = await self._knowledge_call(
-            grpc_context, "shortest_path", request.src_id, request.dst_id, request.max_hops, request.snapshot_id
-        )
-        return path_proto(path)
 
     # ----- Converse internals -----
 
@@ -663,120 +502,22 @@ class ConversationIngress(MediaService):
         self._check_personality(start.personality)
         self._max_tokens(start.max_tokens)
         if start.session_id:
-            session = await _call(self._sessions.get.remote(start.session_id))
+            session = await self._sessions.get.remote(start.session_id)
             if start.personality and start.personality != session.personality:
-                session = await _call(self._sessions.set_personality.remote(session.session_id, start.personality))
+                session = await self._sessions.set_personality.remote(session.session_id, start.personality)
         else:
             personality = start.personality or self._config.default_personality
-            session = await _call(self._sessions.create.remote(start.user_id, personality))
+            session = await self._sessions.create.remote(start.user_id, personality)
         if start.thread_id and start.thread_id != session.thread_id:
-            session = await _call(self._sessions.open_thread.remote(session.session_id, start.thread_id))
-        return await _call(self._sessions.claim_stream.remote(session.session_id, stream_id))
+            session = await self._sessions.open_thread.remote(session.session_id, start.thread_id)
+        return await self._sessions.claim_stream.remote(session.session_id, stream_id)
 
     async def _ask_settings(self, request: conversation_pb2.AskRequest) -> _TurnSettings:
         self._check_personality(request.personality)
         max_tokens = self._max_tokens(request.max_tokens)
         if not request.session_id:
             return _TurnSettings(None, None, request.personality or self._config.default_personality, max_tokens)
-        session = await _call(self._sessions.get.remote(request.session_id))
+        session = await self._sessions.get.remote(request.session_id)
         return _TurnSettings(
             session.session_id, session.thread_id, request.personality or session.personality, max_tokens
         )
-
-
-def compose(
-    config: AppConfig,
-    llm_engine_cls: str | type | None = None,
-    embeddings_engine_cls: type | None = None,
-    vision_engines: dict[str, type] | None = None,
-    ray_actor_options: dict[str, dict[str, Any]] | None = None,
-    audio_engines: dict[str, type] | None = None,
-) -> Application:
-    """The conversation graph: ingress -> router -> {llm, graph_rag -> llm, scene describer, image_gen}, with
-    embeddings for both and the vision, speech and audio families the profile configures (the ingress holds the
-    speech families: it hears spoken turns; all of them serve `Media`). `vision_engines` / `audio_engines` swap
-    their engines;
-    `ray_actor_options` (deployment name -> options) replaces the decorators' defaults, for graphs run from code
-    (a Serve config's `deployments:` does the same for profiles)."""
-    from deployments.depth import Depth
-    from deployments.detection import Detector
-    from deployments.diarization import Diarization
-    from deployments.gestures import Gestures
-    from deployments.image_gen import ImageGen
-    from deployments.music_analysis import MusicAnalysis
-    from deployments.music_gen import MusicGen
-    from deployments.scene_changes import SceneChanges
-    from deployments.segmentation import Segmentation
-    from deployments.separation import Separation
-    from deployments.stt import SpeechToText
-    from deployments.tts import TextToSpeech
-    from deployments.vad import VoiceActivity
-    from deployments.voice_emotion import VoiceEmotion
-    from graphs.vision import SceneDescriber
-
-    engines = {**(vision_engines or {}), **(audio_engines or {})}
-    options = ray_actor_options or {}
-
-    def placed(deployment: Any) -> Any:
-        name = deployment.name
-        return deployment.options(ray_actor_options=options[name]) if name in options else deployment
-
-    embeddings = placed(Embeddings).bind(config.embeddings, embeddings_engine_cls)
-    llm = placed(LLMServer).bind(config.llm, llm_engine_cls)
-    graph_rag = placed(GraphRAG).bind(llm, embeddings, config.knowledge, config.kgqa, config.news)
-    vision = config.vision
-    families = {
-        "detection": Detector,
-        "depth": Depth,
-        "segmentation": Segmentation,
-        "gestures": Gestures,
-        "scene_changes": SceneChanges,
-        "image_gen": ImageGen,
-    }
-    bound = {
-        name: placed(deployment).bind(getattr(vision, name), engines.get(name))
-        for name, deployment in families.items()
-        if getattr(vision, name) is not None
-    }
-    sound = {
-        "stt": (SpeechToText, config.speech.stt),
-        "vad": (VoiceActivity, config.speech.vad),
-        "diarization": (Diarization, config.speech.diarization),
-        "voice_emotion": (VoiceEmotion, config.speech.voice_emotion),
-        "tts": (TextToSpeech, config.speech.tts),
-        "separation": (Separation, config.audio.separation),
-        "music_analysis": (MusicAnalysis, config.audio.music_analysis),
-        "music_gen": (MusicGen, config.audio.music_gen),
-    }
-    bound |= {
-        name: placed(deployment).bind(family_config, engines.get(name))
-        for name, (deployment, family_config) in sound.items()
-        if family_config is not None
-    }
-    scene = (
-        placed(SceneDescriber).bind(
-            bound["detection"], llm, vision.detection, bound.get("depth"), bound.get("segmentation")
-        )
-        if "detection" in bound
-        else None
-    )
-    router = placed(Router).bind(llm, graph_rag, embeddings, config.router, scene, bound.get("image_gen"))
-    stop_gestures = vision.gestures.stop_gestures if vision.gestures else ()
-    return placed(ConversationIngress).bind(
-        router,
-        config.conversation,
-        config.llm.default_max_tokens,
-        config.llm.max_tokens_limit,
-        graph_rag,
-        {"embeddings": embeddings, "llm": llm, **bound},
-        stop_gestures,
-        None,
-        config.speech,
-        config.audio,
-        config.avatar,
-    )
-
-
-def build_app(args: dict[str, Any]) -> Application:
-    """Serve's application builder (`import_path: graphs.conversation:build_app`); `args` is an AppConfig."""
-    return compose(AppConfig.model_validate(args or {}))

@@ -1,9 +1,9 @@
 """The `almquist.v1.Media` gRPC service: direct access to each model family, for tools, notebooks and the CLI.
 
 In: Media requests (EmbedRequest, DetectRequest, ...). Out: their responses, built from the deployments' plain
-results. Served by the conversation application's ingress (a Serve app has one gRPC ingress), which mixes
-`MediaService` in and holds a `MediaHandles`. A family this profile does not deploy answers UNIMPLEMENTED
-naming the config key that turns it on; a deployment's AlmquistError becomes the RPC's status.
+results. Depends on the model families' handles (graphs/handles.py) and the speech and audio limits; served by the
+single gRPC ingress (graphs/ingress.py). A family this profile does not deploy answers UNIMPLEMENTED naming the
+config key that turns it on; a deployment's AlmquistError becomes the RPC's status.
 
 Audio arrives as `AudioChunk`s (PCM16, any accepted rate and channel count) or, for Separate, as an encoded file;
 it is decoded here (almquist.audio) and the models receive float32 samples at the rate they want.
@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from almquist.config import AudioConfig, AudioLimits, SpeechConfig
 from ray.serve.handle import DeploymentHandle
 
 from almquist.audio import encode_wav, pcm16_to_float, speech_input, to_mono
-from almquist.audio_config import AudioConfig, AudioLimits, SpeechConfig
 from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, Unimplemented, as_almquist_error
 from almquist.v1 import common_pb2, media_pb2
 from deployments.llm.engine import ChatMessage, GenerationRequest
-from graphs.rpc import abort, call_or_abort
+from graphs.handles import Handles
+from graphs.rpc import abort, aborting, streamed
 from graphs.speech import ChunkDecoder, SpeechTurn
 
 LYRICS_PROMPT = (
@@ -41,28 +41,6 @@ _MODES = {
 }
 
 
-@dataclass(frozen=True)
-class MediaHandles:
-    """The model deployments the Media service reaches; None: not deployed on this profile."""
-
-    embeddings: DeploymentHandle | None = None
-    detection: DeploymentHandle | None = None
-    depth: DeploymentHandle | None = None
-    segmentation: DeploymentHandle | None = None
-    gestures: DeploymentHandle | None = None
-    scene_changes: DeploymentHandle | None = None
-    image_gen: DeploymentHandle | None = None
-    stt: DeploymentHandle | None = None
-    vad: DeploymentHandle | None = None
-    diarization: DeploymentHandle | None = None
-    voice_emotion: DeploymentHandle | None = None
-    tts: DeploymentHandle | None = None
-    separation: DeploymentHandle | None = None
-    music_analysis: DeploymentHandle | None = None
-    music_gen: DeploymentHandle | None = None
-    llm: DeploymentHandle | None = None  # writes lyrics for GenerateMusic
-
-
 def _image(frame: common_pb2.ImageFrame) -> tuple[bytes, str]:
     return frame.data, frame.mime_type
 
@@ -76,34 +54,15 @@ def _box_tuple(box: media_pb2.Box) -> tuple[float, float, float, float]:
     return (box.x_min, box.y_min, box.x_max, box.y_max)
 
 
-async def _stream_or_abort(grpc_context: Any, stream: Any) -> AsyncIterator[Any]:
-    """Items of a streaming handle call; a deployment's AlmquistError ends the RPC with its status."""
-    try:
-        async for item in stream:
-            yield item
-    except Exception as error:
-        ours = as_almquist_error(error)
-        if ours is None:
-            raise
-        abort(grpc_context, ours)  # a stream: errors arrive while iterating, not from one awaited call
-
-
-def _checked(grpc_context: Any, decode: Any, *args: Any) -> Any:
-    """Decodes request audio, turning a bad chunk into the RPC's status."""
-    try:
-        return decode(*args)
-    except AlmquistError as error:
-        abort(grpc_context, error)
-
-
 class MediaService:
-    """gRPC methods of `almquist.v1.Media`; the class that mixes this in sets `self._media` (and `self._speech`,
-    whose STT limits and partial interval Transcribe uses)."""
+    """gRPC methods of `almquist.v1.Media`: each model family's handle, and the speech and audio limits that
+    request audio is checked against (Transcribe also takes its partial interval from speech.stt)."""
 
-    _media: MediaHandles
-    _speech: SpeechConfig
-    _audio_config: AudioConfig
-    _embedding_model: str | None = None
+    def __init__(self, handles: Handles, speech: SpeechConfig, audio: AudioConfig) -> None:
+        self._media = handles
+        self._speech = speech
+        self._audio_config = audio
+        self._embedding_model: str | None = None
 
     def _handle(self, grpc_context: Any, family: str, config_key: str) -> DeploymentHandle:
         handle = getattr(self._media, family)
@@ -113,9 +72,8 @@ class MediaService:
 
     async def Embed(self, request: media_pb2.EmbedRequest, grpc_context: Any = None) -> media_pb2.EmbedResponse:
         handle = self._handle(grpc_context, "embeddings", "embeddings")
-        vectors = np.asarray(
-            await call_or_abort(grpc_context, handle.embed.remote(list(request.texts), request.normalize))
-        )
+        with aborting(grpc_context):
+            vectors = np.asarray(await handle.embed.remote(list(request.texts), request.normalize))
         if self._embedding_model is None:  # asked once: a replica serves one model for its life
             self._embedding_model = str((await handle.info.remote())["model"])
         return media_pb2.EmbedResponse(
@@ -126,10 +84,8 @@ class MediaService:
 
     async def Detect(self, request: media_pb2.DetectRequest, grpc_context: Any = None) -> media_pb2.DetectResponse:
         handle = self._handle(grpc_context, "detection", "vision.detection")
-        found = await call_or_abort(
-            grpc_context,
-            handle.detect.remote(*_image(request.image), list(request.queries), request.score_threshold),
-        )
+        with aborting(grpc_context):
+            found = await handle.detect.remote(*_image(request.image), list(request.queries), request.score_threshold)
         return media_pb2.DetectResponse(
             detections=[media_pb2.Detection(label=d.label, score=d.score, box=_box(d.box)) for d in found]
         )
@@ -137,7 +93,8 @@ class MediaService:
     async def EstimateDepth(self, request: media_pb2.DepthRequest, grpc_context: Any = None) -> media_pb2.DepthResponse:
         handle = self._handle(grpc_context, "depth", "vision.depth")
         boxes = [_box_tuple(box) for box in request.boxes]
-        result = await call_or_abort(grpc_context, handle.estimate.remote(*_image(request.image), boxes))
+        with aborting(grpc_context):
+            result = await handle.estimate.remote(*_image(request.image), boxes)
         return media_pb2.DepthResponse(
             depth_f16=np.asarray(result.depth, dtype="<f2").tobytes(),
             width=result.width,
@@ -151,7 +108,8 @@ class MediaService:
         handle = self._handle(grpc_context, "segmentation", "vision.segmentation")
         points = [(p.x, p.y, p.foreground) for p in request.points]
         boxes = [_box_tuple(box) for box in request.boxes]
-        masks = await call_or_abort(grpc_context, handle.segment.remote(*_image(request.image), points, boxes))
+        with aborting(grpc_context):
+            masks = await handle.segment.remote(*_image(request.image), points, boxes)
         return media_pb2.SegmentResponse(
             masks=[
                 media_pb2.Mask(png=mask_png(m.mask), score=m.score, box=_box(m.box), area=int(m.area)) for m in masks
@@ -162,7 +120,8 @@ class MediaService:
         self, request: media_pb2.GesturesRequest, grpc_context: Any = None
     ) -> media_pb2.GesturesResponse:
         handle = self._handle(grpc_context, "gestures", "vision.gestures")
-        hands = await call_or_abort(grpc_context, handle.recognize.remote(*_image(request.image)))
+        with aborting(grpc_context):
+            hands = await handle.recognize.remote(*_image(request.image))
         return media_pb2.GesturesResponse(
             hands=[
                 media_pb2.HandGesture(
@@ -180,7 +139,8 @@ class MediaService:
     ) -> media_pb2.SceneChangesResponse:
         handle = self._handle(grpc_context, "scene_changes", "vision.scene_changes")
         frames = [(f.data, f.mime_type, f.timestamp_s) for f in request.frames]
-        cuts = await call_or_abort(grpc_context, handle.detect.remote(frames, request.threshold))
+        with aborting(grpc_context):
+            cuts = await handle.detect.remote(frames, request.threshold)
         return media_pb2.SceneChangesResponse(
             cuts=[
                 media_pb2.SceneCut(frame_index=c.frame_index, timestamp_s=c.timestamp_s, score=c.score) for c in cuts
@@ -211,7 +171,7 @@ class MediaService:
             loras=tuple(request.loras),
         )
         total = 0
-        async for item in _stream_or_abort(grpc_context, stream):
+        async for item in streamed(grpc_context, stream):
             if isinstance(item, ImageProgress):
                 total = item.total_steps
                 yield media_pb2.MediaProgress(step=item.step, total_steps=item.total_steps)
@@ -238,12 +198,14 @@ class MediaService:
 
     def _speech_audio(self, grpc_context: Any, chunk: common_pb2.AudioChunk, limits: AudioLimits) -> np.ndarray:
         """Mono 16 kHz float32, what the speech models take."""
-        return _checked(grpc_context, speech_input, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
+        with aborting(grpc_context):
+            return speech_input(chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
 
     @staticmethod
     def _samples(grpc_context: Any, chunk: common_pb2.AudioChunk, limits: AudioLimits) -> np.ndarray:
         """float32 at the chunk's own rate, `(channels, samples)` when it has several (the model resamples)."""
-        return _checked(grpc_context, pcm16_to_float, chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
+        with aborting(grpc_context):
+            return pcm16_to_float(chunk.pcm16, chunk.sample_rate_hz, chunk.channels, limits)
 
     async def Transcribe(self, request_stream: Any, grpc_context: Any = None) -> AsyncIterator[media_pb2.Transcript]:
         stt = self._handle(grpc_context, "stt", "speech.stt")
@@ -303,7 +265,7 @@ class MediaService:
         tts = self._handle(grpc_context, "tts", "speech.tts")
         stream = tts.options(stream=True).synthesize.remote(request.text, request.voice, request.rate, request.emotion)
         sequence = 0
-        async for chunk in _stream_or_abort(grpc_context, stream):
+        async for chunk in streamed(grpc_context, stream):
             yield media_pb2.SynthesizeChunk(
                 audio=common_pb2.AudioChunk(
                     pcm16=chunk.pcm16,
@@ -324,7 +286,8 @@ class MediaService:
     ) -> media_pb2.DetectSpeechResponse:
         vad = self._handle(grpc_context, "vad", "speech.vad")
         audio = self._speech_audio(grpc_context, request.audio, self._speech.vad.audio)  # type: ignore[union-attr]
-        spans = await call_or_abort(grpc_context, vad.speech_segments.remote(audio, 16000))
+        with aborting(grpc_context):
+            spans = await vad.speech_segments.remote(audio, 16000)
         return media_pb2.DetectSpeechResponse(
             speech=[media_pb2.TimeSpan(start_s=start, end_s=end) for start, end in spans]
         )
@@ -332,7 +295,8 @@ class MediaService:
     async def Diarize(self, request: media_pb2.DiarizeRequest, grpc_context: Any = None) -> media_pb2.DiarizeResponse:
         diarization = self._handle(grpc_context, "diarization", "speech.diarization")
         audio = self._speech_audio(grpc_context, request.audio, self._speech.diarization.audio)  # type: ignore[union-attr]
-        segments = await call_or_abort(grpc_context, diarization.diarize.remote(audio, request.num_speakers))
+        with aborting(grpc_context):
+            segments = await diarization.diarize.remote(audio, request.num_speakers)
         return media_pb2.DiarizeResponse(
             turns=[media_pb2.SpeakerTurn(start_s=s.start_s, end_s=s.end_s, speaker=s.speaker) for s in segments],
             speakers=len({s.speaker for s in segments}),
@@ -343,9 +307,9 @@ class MediaService:
     ) -> media_pb2.VoiceEmotionResponse:
         classifier = self._handle(grpc_context, "voice_emotion", "speech.voice_emotion")
         limits = self._speech.voice_emotion.audio  # type: ignore[union-attr]
-        result = await call_or_abort(
-            grpc_context, classifier.classify.remote(self._speech_audio(grpc_context, request.audio, limits))
-        )
+        audio = self._speech_audio(grpc_context, request.audio, limits)
+        with aborting(grpc_context):
+            result = await classifier.classify.remote(audio)
         return media_pb2.VoiceEmotionResponse(emotion=result.label, score=result.score, scores=result.scores)
 
     async def AnalyzeMusic(
@@ -354,7 +318,8 @@ class MediaService:
         analysis = self._handle(grpc_context, "music_analysis", "audio.music_analysis")
         chunk = request.audio
         audio = to_mono(self._samples(grpc_context, chunk, self._audio_config.music_analysis.audio))  # type: ignore[union-attr]
-        result = await call_or_abort(grpc_context, analysis.analyze.remote(audio, chunk.sample_rate_hz, request.notes))
+        with aborting(grpc_context):
+            result = await analysis.analyze.remote(audio, chunk.sample_rate_hz, request.notes)
         return media_pb2.AnalyzeMusicResponse(
             duration_s=result.duration_s,
             tempo_bpm=result.tempo_bpm,
@@ -381,7 +346,7 @@ class MediaService:
             chunk = request.audio
             mix = self._samples(grpc_context, chunk, self._audio_config.separation.audio)  # type: ignore[union-attr]
             stream = separation.options(stream=True).separate.remote(mix, chunk.sample_rate_hz)
-        async for stem in _stream_or_abort(grpc_context, stream):
+        async for stem in streamed(grpc_context, stream):
             yield media_pb2.MediaResult(
                 kind=f"stem:{stem.stem}",
                 mime_type="audio/wav",
@@ -412,7 +377,7 @@ class MediaService:
             request.prompt, request.duration_s, melody, melody_rate, request.seed
         )
         try:
-            async for item in _stream_or_abort(grpc_context, stream):
+            async for item in streamed(grpc_context, stream):
                 if isinstance(item, MusicProgress):
                     yield media_pb2.MediaProgress(step=item.step, total_steps=item.total_steps)
                 elif isinstance(item, MusicOutput):

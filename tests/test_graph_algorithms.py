@@ -23,11 +23,12 @@ import pytest
 import ray
 
 from actors.knowledge_store import KnowledgeStore, KnowledgeStoreActor
+from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
 from almquist.stores.algorithms import PEOPLE_MOVIE_RELATIONS, Community, GraphAlgorithms
-from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
-from almquist.stores.graph import Snapshot, open_graph_store
+from almquist.stores.factory import open_graph_store
 from almquist.stores.schema import METAQA_RELATIONS, node_id
+from almquist.stores.snapshot import Snapshot
 from graphs.graph_rag import GraphRAG
 from graphs.graph_tools import ActorQueryRunner, GraphTools
 from graphs.kgqa.metaqa import write_triples
@@ -347,7 +348,7 @@ def test_concurrent_first_calls_export_and_run_louvain_once_even_when_one_is_can
 
 
 def test_graph_rag_defaults_and_the_grpc_messages(knowledge: KnowledgeStore):
-    from graphs.conversation import community_proto, path_proto, ranked_proto
+    from graphs.knowledge import community_proto, path_proto, ranked_proto
 
     first = ingest(knowledge, FIRST)
     ingest(knowledge, BRIDGE)

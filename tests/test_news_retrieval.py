@@ -19,7 +19,7 @@ import pytest
 from actors.knowledge_store import KnowledgeStore
 from almquist import metrics
 from almquist.config import EmbeddingsConfig, KGQAConfig, NewsConfig
-from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
+from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from deployments.embeddings import SentenceTransformerEngine
 from deployments.llm.engine import GenerationRequest, TokenChunk
 from graphs import graph_rag as graph_rag_module
@@ -124,7 +124,7 @@ def test_citations_carry_time_and_url_into_the_grpc_message():
     from protos.build import build
 
     build()
-    from graphs.conversation import citation_proto
+    from graphs.knowledge import citation_proto
 
     retriever = NewsRetriever()
     row = hit("x1", 0.7, 2, source="espn", category="sports", url="https://example.org/a", title="Arsenal 2-1")

@@ -63,7 +63,7 @@ def audio_target(serve_stack, tmp_path_factory: pytest.TempPathFactory):
     from ray import serve
 
     from almquist import runtime
-    from graphs.conversation import compose
+    from graphs.app import compose
 
     work = tmp_path_factory.mktemp("audio")
     [local] = [app for app in serve_stack.schema.applications if app.name == "conversation"]

@@ -1,0 +1,61 @@
+"""Serve's single gRPC ingress: the Conversation, Knowledge and Media services, composed explicitly.
+
+A Serve application has one ingress deployment, and Serve's gRPC proxy calls the ingress's method named like the
+RPC. So the ingress holds one object per gRPC service (graphs/conversation.py, graphs/knowledge.py,
+graphs/media.py), each built from what it depends on, and exposes every RPC of every service as its own method:
+the method names come from the proto descriptors, so an RPC added to a proto without its implementation fails at
+start-up, and two services cannot both claim a method name (the proxy routes by name alone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import ServiceDescriptor
+from ray import serve
+
+from almquist.config import AppConfig
+from almquist.v1 import conversation_pb2, knowledge_pb2, media_pb2
+from graphs.conversation import ConversationService
+from graphs.handles import Handles
+from graphs.knowledge import KnowledgeService
+from graphs.media import MediaService
+
+SERVICES: tuple[ServiceDescriptor, ...] = (
+    conversation_pb2.DESCRIPTOR.services_by_name["Conversation"],
+    knowledge_pb2.DESCRIPTOR.services_by_name["Knowledge"],
+    media_pb2.DESCRIPTOR.services_by_name["Media"],
+)
+
+
+def rpc_methods(services: dict[str, Any]) -> dict[str, Any]:
+    """RPC name -> the bound method that serves it, for `services` (a proto service's full name -> its object)."""
+    methods: dict[str, Any] = {}
+    for descriptor in SERVICES:
+        service = services[descriptor.full_name]
+        for method in descriptor.methods:
+            if method.name in methods:
+                raise TypeError(f"two gRPC services define {method.name}: the proxy could not tell them apart")
+            implementation = getattr(service, method.name, None)
+            if implementation is None:
+                raise TypeError(f"{type(service).__name__} does not implement {descriptor.full_name}.{method.name}")
+            methods[method.name] = implementation
+    return methods
+
+
+@serve.deployment(name="ConversationIngress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
+class ConversationIngress:
+    """In: every RPC of `almquist.v1.Conversation`, `.Knowledge` and `.Media`, from Serve's gRPC proxy (or a
+    handle). Out: what the service that owns the RPC answers; the ingress itself adds nothing to a call."""
+
+    def __init__(self, handles: Handles, config: AppConfig | dict[str, Any] | None = None) -> None:
+        app_config = AppConfig.model_validate(config or {})
+        self._services = {
+            "almquist.v1.Conversation": ConversationService(handles, app_config),
+            "almquist.v1.Knowledge": KnowledgeService(handles.graph_rag),
+            "almquist.v1.Media": MediaService(handles, app_config.speech, app_config.audio),
+        }
+        # Bound on the instance: Serve looks the RPC's method up by name on the replica's object, so the call goes
+        # straight to the service's method (no extra await or async-generator layer on the hot path).
+        for name, method in rpc_methods(self._services).items():
+            setattr(self, name, method)
