@@ -51,13 +51,13 @@ from almquist.errors import (
 )
 from almquist.images import open_image
 from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, media_pb2
-from deployments.llm.engine import ChatMessage, TokenChunk
+from deployments.llm.engine import ChatMessage
 from graphs.avatar import AvatarStream, AvatarTurn, Voice, voice_of
 from graphs.handles import Handles
 from graphs.knowledge import citation_proto
 from graphs.rpc import aborting
 from graphs.speech import AudioInput, HeardSpeech
-from graphs.turn import Citation, ImageInput, MediaItem, RouteDecision, Turn
+from graphs.turn import Citation, ImageInput, MediaItem, RouteDecision, TokenChunk, Turn, TurnEvent
 
 _END = object()  # closes a stream's outgoing queue
 
@@ -387,6 +387,7 @@ class ConversationService:
         speaking: AvatarTurn | None = None
         stream = self._router.options(stream=True).route.remote(turn)
         try:
+            item: TurnEvent
             async for item in stream:
                 if isinstance(item, RouteDecision):
                     route = item.route

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
-from almquist.config import AudioConfig, AudioLimits, SpeechConfig
 from ray.serve.handle import DeploymentHandle
 
 from almquist.audio import encode_wav, pcm16_to_float, speech_input, to_mono
+from almquist.config import AudioConfig, AudioLimits, SpeechConfig
 from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, Unimplemented, as_almquist_error
 from almquist.v1 import common_pb2, media_pb2
 from deployments.llm.engine import ChatMessage, GenerationRequest

@@ -20,7 +20,7 @@ from almquist import metrics
 from almquist.config import RouterConfig
 from almquist.errors import FailedPrecondition
 from deployments.llm.engine import TokenChunk
-from graphs.turn import Citation, MediaItem, RouteDecision, Turn
+from graphs.turn import MediaItem, RouteDecision, Turn, TurnEvent
 
 _DRAW_PREFIX = re.compile(
     r"^\s*(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+)?(?:please\s+)?"
@@ -135,7 +135,7 @@ class Router:
             route = "llm"  # "what do you see?" with no picture: a conversational answer, not an error
         return RouteDecision(intent=intent, route=route, confidence=max(0.0, min(1.0, score)), topic=topic)
 
-    async def route(self, turn: Turn) -> AsyncIterator[RouteDecision | TokenChunk | Citation | MediaItem]:
+    async def route(self, turn: Turn) -> AsyncIterator[TurnEvent]:
         decision = await self.decide(turn)
         yield decision
         if decision.route == "image_gen":

@@ -1,10 +1,24 @@
-"""What flows between the graphs' deployments for one user turn (plain dataclasses, pickled by handles)."""
+"""What flows between the graphs' deployments for one user turn: plain dataclasses, pickled by handles.
+
+The vocabulary, in one place (as Pipecat names its frames):
+
+In, from the ingress (graphs/conversation.py) to the router (graphs/router.py):
+  Turn            the user's text with everything the answerer needs from the session (+ ImageInput, a picture)
+Out, the router's stream back to the ingress, in this order (`TurnEvent`):
+  RouteDecision   always first: intent, route, confidence and topic         -> TurnStarted (and the avatar's scene)
+  Citation        a fact the answer rests on, before the tokens that use it -> Citation
+  MediaItem       an artefact made for the turn (a drawn image)              -> MediaResult
+  TokenChunk      the answer's text as the model writes it (deployments/llm) -> AnswerToken (and the avatar's voice);
+                  its `finish_reason` "length" ends the turn as MAX_TOKENS
+The routes (graph-RAG, news, the scene describer, image generation) yield the same kinds after the decision.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
-from deployments.llm.engine import ChatMessage, GenerationRequest
+from deployments.llm.engine import ChatMessage, GenerationRequest, TokenChunk
 
 
 @dataclass(frozen=True)
@@ -73,3 +87,8 @@ class MediaItem:
     data: bytes
     description: str = ""
     metadata: tuple[tuple[str, str], ...] = ()
+
+
+TurnEvent: TypeAlias = RouteDecision | Citation | MediaItem | TokenChunk  # what a routed turn streams back
+
+__all__ = ["Citation", "ImageInput", "MediaItem", "RouteDecision", "TokenChunk", "Turn", "TurnEvent"]
