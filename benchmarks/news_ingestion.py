@@ -29,7 +29,7 @@ import ray
 from rich.console import Console
 from rich.table import Table
 
-from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
+from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from ingestion.news import NewsSettings, chunk_text, ingest_items, start_embedder
 from ingestion.sources.model import Item, SourceConfig, item_id_for
 
@@ -212,7 +212,7 @@ def serve_feed(feed: _GrowingFeed) -> ThreadingHTTPServer:
 
 
 def freshness(duration_s: float, interval_s: float, root: Path) -> dict[str, Any]:
-    from actors.feed_scheduler import FeedScheduler
+    from ingestion.feed_scheduler import FeedScheduler
 
     config = KnowledgeConfig(graph=GraphStoreConfig(path=root / "graph"), vectors=VectorStoreConfig(path=root / "q"))
     rng = random.Random(7)

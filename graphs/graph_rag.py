@@ -28,15 +28,15 @@ from ray.serve.handle import DeploymentHandle
 from actors.knowledge_store import get_knowledge_store
 from almquist import metrics
 from almquist.config import KGQAConfig, NewsConfig
+from almquist.config.knowledge import KnowledgeConfig
 from almquist.errors import FailedPrecondition, InvalidArgument
 from almquist.stores.algorithms import DEFAULT_LIMIT, Community, GraphPath, RankedEntity
-from almquist.stores.config import KnowledgeConfig
+from almquist.stores.schema import NEWS_COLLECTION
 from deployments.llm.engine import TokenChunk
 from graphs.graph_tools import DEFAULT_MAX_HOPS, ActorQueryRunner, GraphTools
 from graphs.kgqa.answer import KGQA, KGQAResult
 from graphs.news import NO_ITEMS, NewsRetriever, RankedItem
 from graphs.turn import Citation, Turn
-from ingestion.sources.model import NEWS_COLLECTION
 
 UNGROUNDED_NOTE = (
     " The knowledge graph is not loaded on this deployment: answer from what you know, briefly, and do not invent"

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from almquist.errors import AlmquistError, InvalidArgument
-from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 
 console = Console(stderr=True)
 
@@ -61,7 +61,7 @@ def _feeds_once(args: argparse.Namespace, config: KnowledgeConfig) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from actors.feed_scheduler import FeedScheduler
+    from ingestion.feed_scheduler import FeedScheduler
     from ingestion.sources.parse import load_secrets, load_sources
 
     sources = load_sources(args.sources)
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "feeds":
             return _feeds_once(args, config)
         elif args.command == "feeds-start":
-            from actors.feed_scheduler import start_scheduler
+            from ingestion.feed_scheduler import start_scheduler
             from ingestion.sources.parse import load_secrets, load_sources
 
             actor = start_scheduler(
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             console.print_json(json.dumps(ray.get(actor.health.remote())))
         elif args.command in ("feeds-health", "feeds-stop"):
-            from actors.feed_scheduler import SCHEDULER_NAME, SCHEDULER_NAMESPACE
+            from ingestion.feed_scheduler import SCHEDULER_NAME, SCHEDULER_NAMESPACE
 
             try:
                 actor = ray.get_actor(SCHEDULER_NAME, namespace=SCHEDULER_NAMESPACE)

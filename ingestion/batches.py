@@ -16,6 +16,12 @@ import numpy as np
 from almquist.config import data_dir as config_data_dir
 from almquist.stores.schema import node_id
 
+
+class SimulatedCrash(RuntimeError):
+    """Raised where a test asks an ingestion to die mid-run (`crash_after_batches` in the knowledge-base pipeline,
+    `crash_before_commit` in the news one), to prove that the rerun loses nothing and stores nothing twice."""
+
+
 EdgeKey = tuple[str, str, str]  # (relationship type, source label, target label)
 
 

@@ -28,19 +28,16 @@ import ray
 from actors.knowledge_store import get_knowledge_store
 from almquist import metrics
 from almquist.config import EmbeddingsConfig
-from almquist.stores.config import KnowledgeConfig
-from almquist.stores.schema import node_id
-from ingestion.sources.model import NEWS_COLLECTION, Item
+from almquist.config.knowledge import KnowledgeConfig
+from almquist.stores.schema import NEWS_COLLECTION, node_id
+from ingestion.batches import SimulatedCrash
+from ingestion.sources.model import Item
 
 SNAPSHOT_PREFIX = "news:"
 # The graph labels an item's own entity hints become when the graph does not know them yet, by category.
 HINT_LABELS = {"sports": "Team", "weather": "Place", "stocks": "Stock"}
 LINKABLE_LABELS = ("Person", "Movie", "Team", "Place", "Stock")
 _CAPITALISED = re.compile(r"\b(?:[A-Z][\w'&.-]*)(?:\s+(?:of|the|de|van|von|[A-Z][\w'&.-]*)){0,4}")
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by `crash_before_commit` (tests): everything is written, nothing committed."""
 
 
 @dataclass(frozen=True)

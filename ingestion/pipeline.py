@@ -22,13 +22,9 @@ import numpy as np
 import ray
 
 from actors.knowledge_store import get_knowledge_store
-from almquist.stores.config import KnowledgeConfig
-from ingestion.batches import GraphBatch
+from almquist.config.knowledge import KnowledgeConfig
+from ingestion.batches import GraphBatch, SimulatedCrash
 from ingestion.embedder import EntityEmbedder
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by `crash_after_batches` (tests): the driver dies with some batches checkpointed."""
 
 
 @dataclass

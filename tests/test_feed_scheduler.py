@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors.feed_scheduler import FeedScheduler
+from ingestion.feed_scheduler import FeedScheduler
 from ingestion.news import NewsReport
 from ingestion.sources.model import Cursor, FetchResult, Item, ItemError, SourceConfig, item_id_for
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import ray
 
-from actors.feed_scheduler import FeedSchedulerActor
 from actors.knowledge_store import get_knowledge_store
 from almquist.client import Client
-from almquist.stores.config import KnowledgeConfig
+from almquist.config.knowledge import KnowledgeConfig
+from almquist.stores.schema import NEWS_COLLECTION
+from ingestion.feed_scheduler import FeedSchedulerActor
 from ingestion.news import SNAPSHOT_PREFIX
-from ingestion.sources.model import NEWS_COLLECTION, SourceConfig
+from ingestion.sources.model import SourceConfig
 from ingestion.sources.parse import load_sources
 from tests.feed_server import FEEDS, Server, running_server
 from tests.prometheus import settled, total

@@ -16,11 +16,11 @@ import pytest
 import ray
 
 from actors.knowledge_store import get_knowledge_store, knowledge_store_name, release_knowledge_store
+from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from almquist.errors import InvalidArgument
-from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
+from ingestion.batches import SimulatedCrash
 from ingestion.metaqa import default_kb, ingest_metaqa, parse_lines, plan_batches
 from ingestion.neo4j_movies import default_movies, ingest_movies, parse_movies, to_batches
-from ingestion.pipeline import SimulatedCrash
 from tests.test_stores import Reference
 
 SLICE_LINES = 1000

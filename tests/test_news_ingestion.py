@@ -16,10 +16,12 @@ import pytest
 import ray
 
 from actors.knowledge_store import get_knowledge_store, release_knowledge_store
-from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
+from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
+from almquist.stores.schema import NEWS_COLLECTION
 from deployments.embeddings import SentenceTransformerEngine
-from ingestion.news import NewsReport, SimulatedCrash, article_id, candidate_names, chunk_text, ingest_items
-from ingestion.sources.model import NEWS_COLLECTION, Item, item_id_for
+from ingestion.batches import SimulatedCrash
+from ingestion.news import NewsReport, article_id, candidate_names, chunk_text, ingest_items
+from ingestion.sources.model import Item, item_id_for
 
 NOW = time.time()
 

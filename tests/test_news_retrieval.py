@@ -20,6 +20,7 @@ from actors.knowledge_store import KnowledgeStore
 from almquist import metrics
 from almquist.config import EmbeddingsConfig, KGQAConfig, NewsConfig
 from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
+from almquist.stores.schema import NEWS_COLLECTION
 from deployments.embeddings import SentenceTransformerEngine
 from deployments.llm.engine import GenerationRequest, TokenChunk
 from graphs import graph_rag as graph_rag_module
@@ -27,7 +28,7 @@ from graphs.graph_rag import NEWS_GROUNDED_NOTE, UNGROUNDED_NOTE, GraphRAG
 from graphs.news import NO_ITEMS, NewsQuery, NewsRetriever, format_time, read_question
 from graphs.turn import Citation, Turn
 from ingestion.news import chunk_text
-from ingestion.sources.model import NEWS_COLLECTION, Item, item_id_for
+from ingestion.sources.model import Item, item_id_for
 from tests.local_actor import LocalActor
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC).timestamp()

@@ -7,6 +7,9 @@ these into Cypher text (Cypher cannot take them as parameters), never a caller's
 
 from __future__ import annotations
 
+# The vector store's collections beside the entity names (VectorStoreConfig.collection, "entities" by default):
+NEWS_COLLECTION = "news"  # chunks of feed items and documents (payload: see ingestion/news.py)
+
 NODE_LABELS: tuple[str, ...] = (
     "Movie",
     "Person",

@@ -14,18 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from almquist.config.base import Strict
 
 SourceKind = Literal["rss", "json", "folder"]
 Category = Literal["news", "sports", "weather", "stocks", "movies", "music"]
-NEWS_COLLECTION = "news"  # the Qdrant collection of item chunks (payload: see ingestion/news.py)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class JsonMapping(_Strict):
+class JsonMapping(Strict):
     """How a JSON API's response becomes items: dotted paths (`a.b.0.c`) into the document.
 
     `items` selects the list of records (empty: the whole document is one record); the other paths are relative to
@@ -41,7 +38,7 @@ class JsonMapping(_Strict):
     entities: tuple[str, ...] = Field((), description="Paths of names the record is about (teams, tickers, cities).")
 
 
-class SourceConfig(_Strict):
+class SourceConfig(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     kind: SourceKind
     category: Category = "news"

@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from almquist.stores.config import KnowledgeConfig
+from almquist.config.base import Strict
+from almquist.config.knowledge import KnowledgeConfig
 from ingestion.sources.model import Cursor, FetchResult, Item, ItemError, SourceConfig
 
 SCHEDULER_NAME = "almquist-feed-scheduler"
 SCHEDULER_NAMESPACE = "almquist"
 
 
-class SchedulerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SchedulerSettings(Strict):
     max_backoff_s: float = Field(3600.0, gt=0, description="Longest wait after repeated errors.")
     tick_s: float = Field(0.5, gt=0, description="How often the loop looks for due sources.")
     max_batch_items: int = Field(500, gt=0, description="Items per inbox batch (one snapshot each).")
