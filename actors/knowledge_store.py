@@ -24,11 +24,13 @@ from typing import Any, Literal
 import numpy as np
 import ray
 
+from almquist.config.knowledge import KnowledgeConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
-from almquist.stores.config import KnowledgeConfig
-from almquist.stores.graph import GraphStore, Snapshot, open_graph_store
+from almquist.stores.factory import open_graph_store
+from almquist.stores.graph import GraphStore
 from almquist.stores.queries import PUBLIC_QUERIES, QUERIES
 from almquist.stores.schema import label_of
+from almquist.stores.snapshot import Snapshot
 from almquist.stores.vectors import VectorHit, VectorStore
 
 KNOWLEDGE_STORE_NAMESPACE = "almquist"

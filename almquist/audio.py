@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from almquist.audio_config import AudioLimits
+from almquist.config.audio import AudioLimits
 from almquist.errors import InvalidArgument, ResourceExhausted
 
 

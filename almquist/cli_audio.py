@@ -20,9 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from almquist.audio import read_audio_file
-from almquist.audio_config import AudioLimits
 from almquist.cli_media import _rpc_error, console, out
 from almquist.client import DEFAULT_TARGET, Client, audio_chunks
+from almquist.config.audio import AudioLimits
 from almquist.errors import AlmquistError
 from almquist.v1 import media_pb2
 

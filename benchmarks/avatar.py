@@ -59,11 +59,11 @@ from typing import Any
 import grpc
 import numpy as np
 import psutil
-from almquist.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
 from rich.console import Console
 from rich.table import Table
 
 from almquist.config.avatar import AvatarConfig
+from almquist.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
 from deployments.llm.engine import EngineStats, GenerationRequest, TokenChunk
 
 console = Console(width=180)  # the table's 14 columns

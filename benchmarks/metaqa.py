@@ -30,8 +30,8 @@ from rich.console import Console
 from rich.table import Table
 
 from almquist.config import default_cache_dir
-from almquist.stores.graph import Snapshot
 from almquist.stores.schema import METAQA_RELATIONS
+from almquist.stores.snapshot import Snapshot
 from graphs.kgqa.answer import KGQA
 from graphs.kgqa.classifier import PathClassifier
 from graphs.kgqa.embedder import minilm_embedder
@@ -118,8 +118,8 @@ def scaled_triples(triples: Sequence[Triple], target_entities: int) -> tuple[lis
 
 # ---- stores ----
 def ladybug_store(triples: Sequence[Triple], folder: Path) -> QueryRunner:
-    from almquist.stores.config import GraphStoreConfig
-    from almquist.stores.graph import open_graph_store
+    from almquist.config.knowledge import GraphStoreConfig
+    from almquist.stores.factory import open_graph_store
 
     store = open_graph_store(GraphStoreConfig(path=folder / "graph", buffer_pool_mb=1024))
     write_triples(store, triples, Snapshot("metaqa-kb", 1, "kb.txt", time.time()))

@@ -40,7 +40,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from almquist.audio_config import STTConfig, TTSConfig, VADConfig
+from almquist.config.speech import STTConfig, TTSConfig, VADConfig
 
 console = Console(width=150)
 RATE_HZ = 16000

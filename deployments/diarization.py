@@ -34,8 +34,8 @@ import numpy as np
 from ray import serve
 
 from almquist.audio import check_samples
-from almquist.audio_config import DiarizationConfig
 from almquist.config import model_name, resolve_model_ref
+from almquist.config.speech import DiarizationConfig
 from almquist.errors import InvalidArgument
 
 RATE_HZ = 16000

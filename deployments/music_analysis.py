@@ -31,8 +31,8 @@ import numpy as np
 from ray import serve
 
 from almquist.audio import check_samples, resample, to_mono
-from almquist.audio_config import MusicAnalysisConfig
 from almquist.config import model_name, resolve_model_ref
+from almquist.config.audio import MusicAnalysisConfig
 from almquist.errors import FailedPrecondition, InvalidArgument
 
 RATE_HZ = 22050  # librosa's default rate and basic-pitch's AUDIO_SAMPLE_RATE

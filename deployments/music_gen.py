@@ -41,8 +41,8 @@ import numpy as np
 from ray import serve
 
 from almquist.audio import check_samples, encode_wav, resample, to_mono
-from almquist.audio_config import MusicGenConfig
 from almquist.config import model_name, resolve_model_ref
+from almquist.config.audio import MusicGenConfig
 from almquist.errors import AlmquistError, FailedPrecondition, InvalidArgument, ResourceExhausted
 from deployments.stepped import Finished, SteppedRunner
 

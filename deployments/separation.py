@@ -34,8 +34,8 @@ import numpy as np
 from ray import serve
 
 from almquist.audio import check_samples, read_audio_file, resample
-from almquist.audio_config import SeparationConfig
 from almquist.config import resolve_model_ref
+from almquist.config.audio import SeparationConfig
 from almquist.errors import FailedPrecondition, InvalidArgument
 
 

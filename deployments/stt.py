@@ -28,8 +28,8 @@ import numpy as np
 from ray import serve
 
 from almquist.audio import check_samples
-from almquist.audio_config import STTConfig
 from almquist.config import model_name, resolve_model_ref
+from almquist.config.speech import STTConfig
 from almquist.errors import FailedPrecondition, InvalidArgument
 
 SAMPLE_RATE_HZ = 16000

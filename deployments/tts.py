@@ -45,8 +45,8 @@ from typing import Any, Protocol
 import numpy as np
 from ray import serve
 
-from almquist.audio_config import TTSConfig
 from almquist.config import resolve_model_ref
+from almquist.config.speech import TTSConfig
 from almquist.errors import InvalidArgument, ResourceExhausted
 from deployments.espeak import MAX_RATE_WPM, MIN_RATE_WPM, Espeak
 

@@ -31,8 +31,8 @@ import torch
 from ray import serve
 
 from almquist.audio import check_samples, resample
-from almquist.audio_config import VADConfig
 from almquist.config import model_name, resolve_model_ref
+from almquist.config.speech import VADConfig
 from almquist.errors import InvalidArgument
 
 RATE_HZ = 16000

@@ -29,8 +29,8 @@ import numpy as np
 from ray import serve
 
 from almquist.audio import check_samples, resample
-from almquist.audio_config import VoiceEmotionConfig
 from almquist.config import model_name, resolve_model_ref
+from almquist.config.speech import VoiceEmotionConfig
 
 RATE_HZ = 16000
 NOT_CLASSIFIED = "neutral"  # the label of speech too short to classify (score 0, no scores)

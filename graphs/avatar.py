@@ -35,7 +35,7 @@ import numpy as np
 from ray.serve.handle import DeploymentHandle
 
 from almquist import metrics
-from almquist.avatar_config import AvatarConfig
+from almquist.config.avatar import AvatarConfig
 from almquist.v1 import avatar_pb2, common_pb2
 from deployments.tts import split_sentences
 from graphs.avatar_direction import Direction, Director

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from almquist.avatar_config import AvatarConfig
+from almquist.config.avatar import AvatarConfig
 
 _CUES: dict[str, tuple[str, ...]] = {
     "joy": ("love", "great", "wonderful", "glad", "happy", "fantastic", "enjoy", "fun", "beautiful", "brilliant",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from almquist.avatar_config import AvatarConfig
+from almquist.config.avatar import AvatarConfig
 from graphs.visemes import (
     ARKIT_INDEX,
     ARKIT_NAMES,

@@ -29,7 +29,8 @@ from ray.serve.handle import DeploymentHandle
 
 from almquist import metrics
 from almquist.audio import check_format, pcm16_to_float, to_mono
-from almquist.audio_config import AudioLimits, VADConfig
+from almquist.config.audio import AudioLimits
+from almquist.config.speech import VADConfig
 from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, as_almquist_error
 from almquist.v1 import common_pb2, media_pb2
 from deployments.diarization import speaker_at

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from almquist.config.knowledge import KnowledgeConfig
 from almquist.errors import InvalidArgument, NotFound
-from almquist.stores.config import KnowledgeConfig
 from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS
 from ingestion.batches import GraphBatch, data_dir
 from ingestion.pipeline import IngestReport, Source, run_pipeline

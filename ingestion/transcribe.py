@@ -24,7 +24,7 @@ import pyarrow as pa
 import ray
 
 from almquist.audio import check_samples, read_audio_file, resample, to_mono
-from almquist.audio_config import STTConfig
+from almquist.config.speech import STTConfig
 from almquist.errors import AlmquistError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")

@@ -20,7 +20,7 @@ from almquist.audio import (
     resample,
     speech_input,
 )
-from almquist.audio_config import AudioLimits
+from almquist.config.audio import AudioLimits
 from almquist.errors import AlmquistError
 
 LIMITS = AudioLimits(max_seconds=5.0)

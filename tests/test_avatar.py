@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from almquist.audio_config import TTSConfig
-from almquist.avatar_config import AvatarConfig
+from almquist.config.avatar import AvatarConfig
+from almquist.config.speech import TTSConfig
 from almquist.v1 import avatar_pb2, common_pb2
 from deployments.tts import TextToSpeech
 from graphs.avatar import AvatarStream, AvatarTurn, SentenceBuffer, voice_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from almquist.avatar_config import AvatarConfig
+from almquist.config.avatar import AvatarConfig
 from deployments.espeak import Espeak
 from graphs.avatar_direction import Director, sentence_gesture, sentence_mood
 from graphs.visemes import ARKIT_NAMES, ESPEAK_VISEMES, VISEME_POSES, VISEMES, is_pause, phoneme_visemes

@@ -15,7 +15,7 @@ import pytest
 import soundfile
 
 from almquist.audio import resample
-from almquist.audio_config import DiarizationConfig
+from almquist.config.speech import DiarizationConfig
 from almquist.errors import InvalidArgument, ResourceExhausted
 from deployments.diarization import Diarization, SpeakerSegment, label_turns, speaker_at
 

@@ -221,8 +221,9 @@ def both_stores(tmp_path_factory: pytest.TempPathFactory):
         pytest.fail(f"MetaQA data not at {METAQA}: set ALMQUIST_DATA_DIR")
     import time
 
-    from almquist.stores.config import GraphStoreConfig
-    from almquist.stores.graph import Snapshot, open_graph_store
+    from almquist.config.knowledge import GraphStoreConfig
+    from almquist.stores.factory import open_graph_store
+    from almquist.stores.snapshot import Snapshot
     from graphs.kgqa.metaqa import write_triples
 
     triples = kb_subset()

@@ -15,8 +15,8 @@ import soundfile
 from basic_pitch.inference import Model, predict
 
 from almquist.audio import resample
-from almquist.audio_config import AudioLimits, MusicAnalysisConfig
 from almquist.config import resolve_model_ref
+from almquist.config.audio import AudioLimits, MusicAnalysisConfig
 from almquist.errors import InvalidArgument, ResourceExhausted
 from deployments.music_analysis import MusicAnalysis, MusicAnalysisResult, NoteResult, refine_tempo
 

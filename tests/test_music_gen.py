@@ -17,7 +17,7 @@ import soundfile
 import torch
 
 from almquist.audio import encode_wav, resample
-from almquist.audio_config import AudioLimits, MusicGenConfig
+from almquist.config.audio import AudioLimits, MusicGenConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from deployments.music_gen import (
     MusicGen,

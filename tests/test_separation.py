@@ -16,7 +16,7 @@ import torch
 from demucs.api import Separator
 
 from almquist.audio import encode_wav, resample
-from almquist.audio_config import AudioLimits, SeparationConfig
+from almquist.config.audio import AudioLimits, SeparationConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from deployments.separation import Separation, StemChunk
 from tests.tiny_demucs import SIGNATURE, SOURCES, save_tiny_htdemucs

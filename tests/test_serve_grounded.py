@@ -22,7 +22,7 @@ import ray
 from actors.knowledge_store import get_knowledge_store, release_knowledge_store
 from almquist import runtime
 from almquist.config import data_dir
-from almquist.stores.config import KnowledgeConfig
+from almquist.config.knowledge import KnowledgeConfig
 from almquist.v1 import conversation_pb2, conversation_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
 from graphs.kgqa.answer import KGQA
 from graphs.kgqa.classifier import PathClassifier

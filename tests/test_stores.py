@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from actors.knowledge_store import KnowledgeStore
+from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
-from almquist.stores.config import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
-from almquist.stores.graph import Snapshot, open_graph_store
+from almquist.stores.factory import open_graph_store
 from almquist.stores.queries import PUBLIC_QUERIES, QUERIES, bind
 from almquist.stores.schema import METAQA_RELATIONS, NODE_LABELS, RELATIONSHIPS, label_of
+from almquist.stores.snapshot import Snapshot
 from almquist.stores.vectors import VectorStore
 from ingestion.batches import GraphBatch
 from ingestion.metaqa import default_kb, parse_lines

@@ -13,8 +13,9 @@ import pytest
 from faster_whisper import WhisperModel
 from rapidfuzz.distance import Levenshtein
 
-from almquist.audio_config import AudioLimits, STTConfig
 from almquist.config import resolve_model_ref
+from almquist.config.audio import AudioLimits
+from almquist.config.speech import STTConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from deployments.stt import FasterWhisperEngine, SpeechToText, TranscriptResult, WordResult
 from tests.tiny_whisper import save_tiny_whisper, speak

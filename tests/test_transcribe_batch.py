@@ -8,7 +8,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from almquist.audio import read_audio_file, resample, to_mono
-from almquist.audio_config import STTConfig
+from almquist.config.speech import STTConfig
 from deployments.stt import FasterWhisperEngine
 from ingestion.transcribe import main, transcribe_folder
 from tests.tiny_whisper import speak

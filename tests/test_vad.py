@@ -18,7 +18,8 @@ import soundfile
 import torch
 
 from almquist.audio import resample
-from almquist.audio_config import AudioLimits, VADConfig
+from almquist.config.audio import AudioLimits
+from almquist.config.speech import VADConfig
 from almquist.errors import InvalidArgument, ResourceExhausted
 from deployments.vad import TurnDetector, VoiceActivity, VoiceEvent, load_vad_model, stream_model
 

@@ -1,10 +1,7 @@
 """Knowledge stores: a graph behind `GraphStore` (ladybug embedded, Neo4j by URL) and a Qdrant vector store.
 
-`open_graph_store(config)` picks the graph backend; every Cypher statement lives in `queries.py`, written once in
-Neo4j's dialect with a ladybug variant only where its dialect differs. Writers go through one actor per store
-(`actors/knowledge_store.py`), because embedded stores are single-process.
+`factory.open_graph_store(config)` picks the graph backend; every Cypher statement lives in `queries.py`, written
+once in Neo4j's dialect with a ladybug variant only where its dialect differs. Writers go through one actor per
+store (`actors/knowledge_store.py`), because embedded stores are single-process. Their config is
+`almquist.config.knowledge`.
 """
-
-# almquist.config imports KnowledgeConfig from .config, which builds on almquist.config's EmbeddingsConfig: loading
-# almquist.config first makes that cycle resolve whichever module a caller imports first
-import almquist.config  # noqa: F401

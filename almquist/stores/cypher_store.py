@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from almquist.errors import InvalidArgument
-from almquist.stores.graph import Snapshot
 from almquist.stores.queries import Backend, bind
 from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS, label_of, node_id
+from almquist.stores.snapshot import Snapshot
 
 Run = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
 T = TypeVar("T")

@@ -1,28 +1,17 @@
-"""`GraphStore`: the small interface every graph backend implements, the `Snapshot` writes are stamped with, and
-`open_graph_store(config)` that picks the backend (ladybug embedded by default, Neo4j by URI).
+"""`GraphStore`: the small interface every graph backend implements (ladybug embedded, Neo4j by URI).
 
 Reads are named queries from `queries.py` (`store.run("expand_out", {"ids": [...], "rel": "STARS"})`), always
 parameterised. Writes MERGE by node `id` and by (source, type, target) for edges, so a repeated write creates
-nothing; an existing node or edge keeps the snapshot fields it was created with.
+nothing; an existing node or edge keeps the snapshot fields it was created with (`snapshot.Snapshot`). The
+backend a config names is opened by `factory.open_graph_store`; this module imports no backend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from almquist.stores.config import GraphStoreConfig
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A batch of writes: everything it creates carries `snapshot_id` and `snapshot_seq` (monotonic)."""
-
-    snapshot_id: str
-    seq: int
-    source: str
-    created_unix_s: float
+from almquist.stores.snapshot import Snapshot
 
 
 class GraphStore(Protocol):
@@ -49,14 +38,3 @@ class GraphStore(Protocol):
         """Entities per label and edges per relationship type."""
 
     def close(self) -> None: ...
-
-
-def open_graph_store(config: GraphStoreConfig) -> GraphStore:
-    """The configured backend, opened and with its schema in place."""
-    if config.backend == "ladybug":
-        from almquist.stores.ladybug_store import LadybugGraphStore
-
-        return LadybugGraphStore(config)
-    from almquist.stores.neo4j_store import Neo4jGraphStore
-
-    return Neo4jGraphStore(config)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from almquist.config.knowledge import GraphStoreConfig
 from almquist.errors import FailedPrecondition
-from almquist.stores.config import GraphStoreConfig
 from almquist.stores.cypher_store import CypherGraphStore, Run
 from almquist.stores.queries import bind
 from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS, SNAPSHOT_LABEL, label_of

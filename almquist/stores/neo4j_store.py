@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from almquist.config.knowledge import GraphStoreConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, Unavailable
-from almquist.stores.config import GraphStoreConfig
 from almquist.stores.cypher_store import CypherGraphStore, Run
 from almquist.stores.schema import ENTITY_LABEL, NODE_LABELS, RELATIONSHIPS, SNAPSHOT_LABEL
 

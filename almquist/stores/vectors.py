@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from almquist.config.knowledge import VectorStoreConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
-from almquist.stores.config import VectorStoreConfig
 
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "almquist:entities")
 _REQUIRED_PAYLOAD = ("id", "name", "label", "snapshot_id", "snapshot_seq")

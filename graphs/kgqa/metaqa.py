@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from almquist.stores.graph import GraphStore, Snapshot
+from almquist.stores.graph import GraphStore
 from almquist.stores.schema import METAQA_RELATIONS, node_id
+from almquist.stores.snapshot import Snapshot
 
 VALIDATION_SHARE = 0.3
 BRACKETED = re.compile(r"\[([^\]]+)\]")

