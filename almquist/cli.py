@@ -330,7 +330,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     import json
     import socket
 
-    from almquist import placement
+    from almquist.ops import placement
 
     try:
         if args.plan_command == "resources":

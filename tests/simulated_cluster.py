@@ -35,7 +35,8 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.serve.api import _run as serve_run
 
-from almquist import placement, runtime
+from almquist import runtime
+from almquist.ops import placement
 
 
 class PlannedStandIn:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from almquist import placement, runtime
+from almquist import runtime
+from almquist.ops import placement
 
 
 def cpus_per_node(report: placement.PlanReport) -> int:

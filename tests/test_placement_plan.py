@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from almquist import placement, runtime
+from almquist import runtime
+from almquist.ops import placement
 
 PROFILE = runtime.PROFILE_DIR / "cluster.yaml"
 PLAN = placement.plan_path("cluster")

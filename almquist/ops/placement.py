@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from almquist.config.base import Strict
 from almquist.runtime import PROFILE_DIR, profile_path
 
 PLAN_DIR = PROFILE_DIR / "plans"
@@ -38,11 +39,7 @@ class PlanError(ValueError):
     """A plan or profile that cannot be checked at all (unreadable, invalid); the message says where."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GpuSpec(_Strict):
+class GpuSpec(Strict):
     model: str
     memory_gib: float = Field(gt=0)
     reserved_gib: float = Field(0.0, ge=0, description="Per card, never given to models (driver, fragmentation).")
@@ -52,19 +49,19 @@ class GpuSpec(_Strict):
         return self.memory_gib - self.reserved_gib
 
 
-class NodeType(_Strict):
+class NodeType(Strict):
     gpus: int = Field(ge=0)
     cpus: float = Field(gt=0)
     memory_gib: float = Field(gt=0)
 
 
-class Node(_Strict):
+class Node(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     type: str
     address: str
 
 
-class Estimate(_Strict):
+class Estimate(Strict):
     """GPU memory of one replica on each card it uses."""
 
     weights_gib: float = Field(ge=0)
@@ -79,7 +76,7 @@ class Estimate(_Strict):
         return self.weights_gib + self.runtime_gib
 
 
-class PlannedDeployment(_Strict):
+class PlannedDeployment(Strict):
     """A deployment a later issue builds: its options as the profile will hold them."""
 
     num_gpus: float = Field(gt=0, le=1)
@@ -90,7 +87,7 @@ class PlannedDeployment(_Strict):
     max_replicas: int = Field(1, ge=1)
 
 
-class Plan(_Strict):
+class Plan(Strict):
     profile: str
     gpu: GpuSpec
     node_types: dict[str, NodeType]

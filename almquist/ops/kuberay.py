@@ -14,9 +14,9 @@ Kubernetes documents, never edited by hand:
   cluster of its own, deleted after the job.
 
 Secrets are referenced, never written: every `*_env` the profile names (e.g. `password_env: NEO4J_PASSWORD`) becomes
-an env var from a `secretKeyRef` on `almquist-secrets`. `python -m almquist.kuberay` writes the files; `--check`
-exits 1 with one sentence per difference when the committed files drifted from the profile or the plan (for the
-Serve config: the deployment, the field and both values).
+an env var from a `secretKeyRef` on `almquist-secrets`. `python -m almquist.ops.kuberay` writes the files;
+`--check` exits 1 with one sentence per difference when the committed files drifted from the profile or the plan
+(for the Serve config: the deployment, the field and both values).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from almquist.placement import (
+from almquist.ops.placement import (
     NODE_TYPE_UNITS,
     NodeType,
     Plan,
@@ -49,7 +49,7 @@ OUT_DIR = REPO_ROOT / "kuberay"
 RAYSERVICE_FILE = "rayservice.yaml"
 NOTEBOOKS_FILE = "raycluster-notebooks.yaml"
 INGESTION_FILE = "rayjob-ingestion.yaml"
-COMMAND = "python -m almquist.kuberay"
+COMMAND = "python -m almquist.ops.kuberay"
 
 SERVICE_NAME = "almquist"
 NOTEBOOKS_NAME = "almquist-notebooks"
@@ -205,8 +205,8 @@ def _gpu_product(plan: Plan) -> str:
         return GPU_PRODUCTS[plan.gpu.model]
     except KeyError:
         raise KubeRayError(
-            f"the plan's GPU {plan.gpu.model!r} has no {GPU_PRODUCT_LABEL} value in almquist.kuberay.GPU_PRODUCTS; add"
-            f" the label GPU feature discovery puts on its nodes (kubectl get nodes -L {GPU_PRODUCT_LABEL})"
+            f"the plan's GPU {plan.gpu.model!r} has no {GPU_PRODUCT_LABEL} value in almquist.ops.kuberay.GPU_PRODUCTS;"
+            f" add the label GPU feature discovery puts on its nodes (kubectl get nodes -L {GPU_PRODUCT_LABEL})"
         ) from None
 
 
@@ -696,7 +696,7 @@ def drift(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m almquist.kuberay [--check]`: 0 written (or in sync), 1 drift (one line each on stderr), 2 the
+    """`python -m almquist.ops.kuberay [--check]`: 0 written (or in sync), 1 drift (one line each on stderr), 2 the
     profile or plan cannot be rendered."""
     parser = argparse.ArgumentParser(prog=COMMAND, description="Render kuberay/ from a Serve profile and its plan.")
     parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from the render")
