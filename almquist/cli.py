@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from almquist.cli_audio import add_audio_commands
@@ -20,7 +21,8 @@ from almquist.cli_media import add_media_commands
 from almquist.client import DEFAULT_TARGET, Client
 from almquist.v1 import common_pb2, conversation_pb2
 
-console = Console(stderr=True)
+# Messages are never wrapped to the terminal: scripts and tests read them, and a wrap would split their words.
+console = Console(stderr=True, soft_wrap=True)
 out = Console(highlight=False)
 
 
@@ -60,10 +62,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         subprocess.run(head, check=True, stdout=subprocess.DEVNULL)
     _connect()
     console.print(f"[bold]Deploying profile[/] {runtime.profile_path(args.profile)}")
-    runtime.deploy(schema)
+    submitted = runtime.deploy(schema)
     names = [app.name for app in schema.applications]
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
-        status = runtime.wait_running(names, timeout_s=args.timeout, on_update=lambda s: live.update(_status_table(s)))
+    try:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            status = runtime.wait_running(
+                names,
+                timeout_s=args.timeout,
+                on_update=lambda s: live.update(_status_table(s)),
+                deployed_after=submitted,
+            )
+    except (runtime.DeploymentFailed, TimeoutError) as error:
+        console.print(f"[red]{escape(str(error))}[/red]")
+        return 1
     table = Table(title="Almquist is up", show_header=False)
     for name, address in runtime.endpoints(schema).items():
         table.add_row(name, address)
@@ -347,7 +358,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             return 0
         report = placement.check_profile(args.profile, args.plan)
     except (placement.PlanError, FileNotFoundError) as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]")
         return 2
     for scenario in placement.SCENARIOS:
         out.print(_plan_table(report, scenario))

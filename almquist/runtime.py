@@ -7,6 +7,7 @@ ports a caller overrides (tests pick free ones).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import socket
 import sys
@@ -22,7 +23,7 @@ from almquist.config import data_dir
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_DIR = REPO_ROOT / "serve_config"
 TERMINAL_APP_STATES = {"RUNNING", "DEPLOY_FAILED", "UNHEALTHY"}
-KNOWLEDGE_APP_IMPORT = "graphs.conversation:build_app"
+KNOWLEDGE_APP_IMPORT = "graphs.app:build_app"
 KNOWLEDGE_JOB_KIND = "almquist-knowledge-bootstrap"  # the job's metadata, so a second `up` finds it
 
 
@@ -60,8 +61,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def deploy(schema) -> None:
-    """Starts Serve with the profile's proxy options and submits its applications (as `serve run` does)."""
+FAILED_STATES = ("DEPLOY_FAILED", "UNHEALTHY")
+
+
+class DeploymentFailed(RuntimeError):
+    """A profile's application failed to deploy; the message names the deployment, its replica's own error in one
+    line, and what to do."""
+
+
+def deploy(schema) -> float:
+    """Starts Serve with the profile's proxy options and submits its applications (as `serve run` does). An
+    application left failed by an earlier try is deleted first, so a rerun after a fix deploys it afresh. Returns
+    the time of the submission: statuses older than it are stale (see `wait_running`)."""
+    from ray import serve
     from ray.serve._private import api as serve_api
     from ray.serve.config import gRPCOptions
 
@@ -70,11 +82,48 @@ def deploy(schema) -> None:
         grpc_options=gRPCOptions(**schema.grpc_options.model_dump()),
         proxy_location=schema.proxy_location,
     )
+    current = serve.status().applications
+    for app in schema.applications:
+        if app.name in current and current[app.name].status in FAILED_STATES:
+            serve.delete(app.name)
+    submitted = time.time()
     client.deploy_apps(schema, _blocking=False)
+    return submitted
 
 
-def wait_running(app_names: list[str], timeout_s: float = 600.0, on_update: Callable[[Any], None] | None = None) -> Any:
-    """Polls Serve's status until every app is RUNNING; raises with Serve's own message when one fails."""
+def last_error_line(message: str) -> str:
+    """The replica's own error from a Serve status message that may hold a whole traceback: its last line that
+    names an error, without the exception's module path."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b.*:", line)]
+    line = (named or lines or ["(no message)"])[-1]
+    head, sep, rest = line.partition(": ")
+    return f"{head.rsplit('.', 1)[-1]}{sep}{rest}" if sep and " " not in head else line
+
+
+def failure_message(name: str, app: Any) -> str:
+    """What `almquist up` prints when an application failed: each failed deployment with its error, and what to do."""
+    failed = [
+        f"  {deployment}: {last_error_line(status.message)}"
+        for deployment, status in (app.deployments or {}).items()
+        if status.status in FAILED_STATES
+    ] or [f"  {last_error_line(app.message)}"]
+    return (
+        f"application {name!r} failed to deploy ({app.status}):\n"
+        + "\n".join(failed)
+        + "\nFix that, then run the same command again (`make run` or `almquist up`): it redeploys the failed "
+        "application. The replica's whole log is in the Ray dashboard's Serve tab (or `ray logs`)."
+    )
+
+
+def wait_running(
+    app_names: list[str],
+    timeout_s: float = 600.0,
+    on_update: Callable[[Any], None] | None = None,
+    deployed_after: float = 0.0,
+) -> Any:
+    """Polls Serve's status until every app is RUNNING; raises DeploymentFailed when one fails. A failed status from
+    before `deployed_after` (an earlier try's, not yet replaced) is not taken as this try's."""
     from ray import serve
 
     deadline = time.monotonic() + timeout_s
@@ -83,10 +132,13 @@ def wait_running(app_names: list[str], timeout_s: float = 600.0, on_update: Call
         if on_update:
             on_update(status)
         states = {name: status.applications.get(name) for name in app_names}
-        failed = {n: s for n, s in states.items() if s is not None and s.status in ("DEPLOY_FAILED", "UNHEALTHY")}
+        failed = {
+            n: s
+            for n, s in states.items()
+            if s is not None and s.status in FAILED_STATES and s.last_deployed_time_s >= deployed_after
+        }
         if failed:
-            details = "; ".join(f"{n}: {s.status} {s.message}" for n, s in failed.items())
-            raise RuntimeError(f"deployment failed: {details}")
+            raise DeploymentFailed("\n".join(failure_message(n, s) for n, s in failed.items()))
         if all(s is not None and s.status == "RUNNING" for s in states.values()):
             return status
         if time.monotonic() > deadline:

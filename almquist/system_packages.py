@@ -43,8 +43,13 @@ TEST_NEEDS = (
     Need("espeak-ng", "command", "espeak-ng", ("espeak-ng",), "speech the tests say"),
     Need("C++ compiler", "command", "g++", ("g++", "make"), "AvatarLinkCore (unreal/)"),
     Need("cmake", "command", "cmake", ("cmake", "pkg-config"), "AvatarLinkCore (unreal/)"),
-    Need("gRPC C++", "command", "grpc_cpp_plugin", ("libgrpc++-dev", "libprotobuf-dev", "protobuf-compiler-grpc"),
-         "the C++ avatar client (unreal/)"),
+    Need(
+        "gRPC C++",
+        "command",
+        "grpc_cpp_plugin",
+        ("libgrpc++-dev", "libprotobuf-dev", "protobuf-compiler-grpc"),
+        "the C++ avatar client (unreal/)",
+    ),
     Need("protoc", "command", "protoc", ("protobuf-compiler",), "the C++ avatar client (unreal/)"),
     Need("chromium", "command", "chromium", ("chromium", "fonts-dejavu-core"), "the browser avatar's test"),
 )
@@ -86,7 +91,9 @@ def install_commands(packages: Sequence[str], machine: Machine) -> list[list[str
     return [[*apt, "update", "-qq"], [*apt, "install", "-y", "-qq", "--no-install-recommends", *packages]]
 
 
-def ensure(needs: Sequence[Need], machine: Machine, check_only: bool = False, say: Callable[[str], None] = print) -> int:
+def ensure(
+    needs: Sequence[Need], machine: Machine, check_only: bool = False, say: Callable[[str], None] = print
+) -> int:
     """0 when every need is met (installing what is missing where we may), else 1 after saying what to run."""
     lacking = missing(needs, machine)
     if not lacking:

@@ -75,3 +75,36 @@ def test_dashboard_writes_the_committed_grafana_json(tmp_path: Path):
     result = run("dashboard", "--output", str(target))
     assert result.returncode == 0, result.stderr
     assert target.read_text() == metrics.DASHBOARD_FILE.read_text()
+
+
+def test_a_failed_deployment_names_the_deployment_its_error_and_what_to_do():
+    from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger
+    from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, DeploymentStatusOverview
+
+    from almquist.runtime import failure_message
+
+    traceback = (
+        "The deployment failed to start 3 times in a row. This may be due to a problem with its constructor or "
+        "initial health check failing. See controller logs for details. Error:\n"
+        "Traceback (most recent call last):\n"
+        '  File "/work/main/deployments/espeak.py", line 122, in __init__\n'
+        "ray.exceptions.RayTaskError(EspeakError): ray::ServeReplica:conversation:TTS.initialize_and_get_metadata()\n"
+        "deployments.espeak.EspeakError: libespeak-ng is not installed (Debian: apt-get install libespeak-ng1)\n"
+    )
+
+    def deployment(status: DeploymentStatus, message: str = "") -> DeploymentStatusOverview:
+        return DeploymentStatusOverview(status, DeploymentStatusTrigger.UNSPECIFIED, {}, message)
+
+    app = ApplicationStatusOverview(
+        ApplicationStatus.DEPLOY_FAILED,
+        "Failed to update the deployments ['TTS'].",
+        0.0,
+        {
+            "TTS": deployment(DeploymentStatus.DEPLOY_FAILED, traceback),
+            "LLMServer": deployment(DeploymentStatus.HEALTHY),
+        },
+    )
+    message = failure_message("conversation", app)
+    assert "TTS: EspeakError: libespeak-ng is not installed (Debian: apt-get install libespeak-ng1)" in message
+    assert "LLMServer" not in message and "Traceback" not in message
+    assert "run the same command again" in message

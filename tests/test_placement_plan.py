@@ -4,6 +4,7 @@ names the deployment and the number. (tests/test_placement_cluster.py deploys it
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -159,8 +160,13 @@ def test_a_plan_that_does_not_parse_says_where(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
+    # A narrow terminal on purpose: messages scripts read must not depend on where a wrap would fall.
     return subprocess.run(
-        [sys.executable, "-m", "almquist.cli", "plan", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "almquist.cli", "plan", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "40"},
     )
 
 
