@@ -159,19 +159,20 @@ def test_a_plan_that_does_not_parse_says_where(tmp_path):
         placement.load_plan(edited(tmp_path, PLAN, lambda raw: raw["estimates"]["STT"].update(weights_gib=-1)))
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    # A narrow terminal on purpose: messages scripts read must not depend on where a wrap would fall.
+def run_cli(*args: str, columns: int = 40) -> subprocess.CompletedProcess:
+    # A narrow terminal by default: messages scripts read must not depend on where a wrap would fall (the tables,
+    # for people, do fit themselves to the terminal: the test that reads them gives them room).
     return subprocess.run(
         [sys.executable, "-m", "almquist.cli", "plan", *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "COLUMNS": "40"},
+        env={**os.environ, "COLUMNS": str(columns)},
     )
 
 
 def test_cli_prints_the_cards_and_fails_on_a_broken_plan(tmp_path):
-    ok = run_cli("check")
+    ok = run_cli("check", columns=200)
     assert ok.returncode == 0, ok.stderr
     assert "GPU plan, max replicas" in ok.stdout and "LLMServer#2" in ok.stdout and "plan ok" in ok.stderr
     bad = edited(tmp_path, PLAN, lambda raw: raw["estimates"]["ImageGen"].update(runtime_gib=14.0))
