@@ -310,7 +310,7 @@ def cmd_kb(args: argparse.Namespace) -> int:
     if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode == 0:
         env.setdefault("RAY_ADDRESS", "auto")  # join the running cluster: its KnowledgeStore actor owns the stores
     if args.kb_command == "train":
-        command = [sys.executable, "-m", "graphs.kgqa.train", *args.rest]
+        command = [sys.executable, "-m", "deployments.kgqa.train", *args.rest]
     else:
         command = [sys.executable, "-m", "ingestion", args.kb_command, *args.rest]
     return subprocess.run(command, env=env).returncode
@@ -348,12 +348,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
             plan = placement.load_plan(args.plan or placement.plan_path(args.profile))
             if args.node:
                 node = plan.node(args.node)
+            elif args.address:  # the addresses given, and only those: the answer must not depend on this machine
+                node = placement.local_node(plan, "", set(args.address))
             else:
                 import psutil  # a Ray dependency
 
                 hostname = socket.gethostname()
                 addresses = {a.address for nic in psutil.net_if_addrs().values() for a in nic}
-                node = placement.local_node(plan, hostname, addresses | set(args.address or []))
+                node = placement.local_node(plan, hostname, addresses)
             print(json.dumps(plan.node_resources(node)))
             return 0
         report = placement.check_profile(args.profile, args.plan)
@@ -431,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--profile", default="cluster", help="profile name in serve_config/ or a YAML path")
     plan.add_argument("--plan", default=None, help="plan YAML (default: serve_config/plans/<profile>.yaml)")
     plan.add_argument("--node", default=None, help="resources: the node's name in the plan (default: this machine)")
-    plan.add_argument("--address", action="append", help="resources: an address of this machine (repeatable)")
+    plan.add_argument(
+        "--address",
+        action="append",
+        help="resources: the node with this address (repeatable) instead of this machine's own addresses and name",
+    )
     plan.set_defaults(func=cmd_plan)
 
     add_media_commands(sub)

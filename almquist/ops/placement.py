@@ -538,7 +538,5 @@ def local_node(plan: Plan, hostname: str, addresses: set[str]) -> Node:
     for node in plan.nodes:
         if node.name == hostname.split(".")[0]:
             return node
-    raise PlanError(
-        f"this machine ({hostname}, addresses {sorted(addresses)}) is none of the plan's nodes "
-        f"{[(n.name, n.address) for n in plan.nodes]}"
-    )
+    who = f"this machine ({hostname}, addresses {sorted(addresses)})" if hostname else f"address {sorted(addresses)}"
+    raise PlanError(f"{who} matches none of the plan's nodes {[(n.name, n.address) for n in plan.nodes]}")
