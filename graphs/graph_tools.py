@@ -19,7 +19,6 @@ from almquist.stores.algorithms import (
     Community,
     GraphAlgorithms,
     GraphPath,
-    QueryRunner,
     RankedEntity,
     check_entity_id,
     check_hops,
@@ -27,6 +26,7 @@ from almquist.stores.algorithms import (
     check_limit,
     check_relations,
 )
+from almquist.stores.graph import QueryRunner
 
 T = TypeVar("T")
 DEFAULT_MAX_HOPS = 3  # ShortestPath's hops when the request leaves them at 0

@@ -199,6 +199,31 @@ def test_pinned_queries_see_only_their_snapshot(tmp_path: Path, kb: GraphBatch):
         store.close()
 
 
+def test_memory_store_answers_like_the_reference_and_rolls_back(kb: GraphBatch):
+    store = open_graph_store(GraphStoreConfig(backend="memory"))
+    assert store.backend == "memory"
+    assert upsert(store, kb, Snapshot("s1", 1, "test", 0.0)) == (len(kb.entities()), sum(map(len, kb.edges.values())))
+    assert upsert(store, kb, Snapshot("s2", 2, "test", 0.0)) == (0, 0)
+    check_queries(store, Reference(kb))
+    second = read_slice(500, start=SLICE_LINES)
+    upsert(store, second, Snapshot("s3", 3, "test", 0.0))
+    assert store.counts() == Reference(kb, second).counts()
+    assert store.run("node_count", {"max_seq": 1}) == [
+        {"label": k, "count": v} for k, v in sorted(Reference(kb).counts().items()) if k in NODE_LABELS
+    ]
+    store.delete_snapshot("s3")
+    assert store.counts() == Reference(kb).counts()
+    # an edge written later on a rolled-back snapshot's node goes with the node, counted as dependent
+    store.upsert_nodes("Award", [{"name": "Best Picture"}], Snapshot("s4", 4, "test", 0.0))
+    movie = sorted(kb.nodes["Movie"])[0]
+    won = [{"src": movie, "dst": "Award:Best Picture"}]
+    store.upsert_edges("WON", "Movie", "Award", won, Snapshot("s5", 5, "test", 0.0))
+    assert store.delete_snapshot("s4") == {"nodes": 1, "edges": 1, "dependent_edges": 1, "Award": 1}
+    with pytest.raises(InvalidArgument, match="do not exist"):
+        store.upsert_edges("STARS", "Movie", "Person", [{"src": movie, "dst": "Person:x"}], Snapshot("s6", 6, "", 0))
+    assert store.delete_snapshot("s1")["nodes"] == len(kb.entities()) and store.counts() == {}
+
+
 def test_injection_text_is_only_ever_a_parameter(ladybug_store):
     before = ladybug_store.counts()
     assert ladybug_store.run("find_entities_by_name", {"name": INJECTION}) == []

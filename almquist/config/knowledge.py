@@ -18,9 +18,10 @@ from almquist.config.models import default_cache_dir
 
 
 class GraphStoreConfig(Strict):
-    """The graph: `ladybug` (embedded folder at `path`) or `neo4j` (a server at `uri`)."""
+    """The graph: `ladybug` (embedded folder at `path`), `neo4j` (a server at `uri`) or `memory` (dicts in the
+    process, kept nowhere: tests and references)."""
 
-    backend: Literal["ladybug", "neo4j"] = "ladybug"
+    backend: Literal["ladybug", "neo4j", "memory"] = "ladybug"
     path: Path = Field(default_factory=lambda: default_cache_dir() / "kb" / "graph")
     uri: str = "bolt://localhost:7687"
     user: str = "neo4j"

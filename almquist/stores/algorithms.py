@@ -12,15 +12,15 @@ empty graph `FailedPrecondition`.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 import networkx as nx
 
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
+from almquist.stores.graph import QueryRunner
 from almquist.stores.queries import MAX_HOPS, MAX_SEQ, normalize_rel
-from almquist.stores.schema import NODE_LABELS, label_of
+from almquist.stores.schema import NODE_LABELS, label_of, name_of
 
 # People <-> movie relations of both sources (MetaQA's Movie->Person, the Neo4j movies' Person->Movie). Value nodes
 # (Year, Genre, Rating, Language, Tag, Votes) are left out by default: a handful of them touch every movie, so they
@@ -39,10 +39,6 @@ MAX_LIMIT = 1000  # entities one call may list: a ranking is for reading, not fo
 MAX_GRAPHS = 2  # exported graphs kept (one per max_seq and relation set): the full MetaQA KB's is ~50 MB with results
 LOUVAIN_SEED = 0  # Louvain visits nodes in random order: a fixed seed gives the same communities every time
 DEFAULT_LIMIT = 10
-
-
-class QueryRunner(Protocol):
-    def run(self, query_name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -71,11 +67,6 @@ class GraphPath:
     names: tuple[str, ...]
     ids: tuple[str, ...]
     rels: tuple[str, ...]
-
-
-def name_of(entity_id: str) -> str:
-    """`"Person:Tom Hanks"` -> `"Tom Hanks"` (ids are `label:name`, see schema.node_id)."""
-    return entity_id.partition(":")[2]
 
 
 def check_limit(limit: int, what: str = "limit") -> int:

@@ -1,5 +1,5 @@
 """`open_graph_store(config)`: the graph backend `GraphStoreConfig.backend` names, opened and with its schema in
-place (ladybug embedded by default, Neo4j by URI).
+place (ladybug embedded by default, Neo4j by URI, or the in-memory store of tests).
 
 Backends are imported only when opened (each pulls in its own driver), and none imports this module. A new backend
 is one opener in `BACKENDS` (and its name in `GraphStoreConfig.backend`).
@@ -25,7 +25,17 @@ def _neo4j(config: GraphStoreConfig) -> GraphStore:
     return Neo4jGraphStore(config)
 
 
-BACKENDS: dict[str, Callable[[GraphStoreConfig], GraphStore]] = {"ladybug": _ladybug, "neo4j": _neo4j}
+def _memory(config: GraphStoreConfig) -> GraphStore:
+    from almquist.stores.memory_store import InMemoryGraphStore
+
+    return InMemoryGraphStore()
+
+
+BACKENDS: dict[str, Callable[[GraphStoreConfig], GraphStore]] = {
+    "ladybug": _ladybug,
+    "neo4j": _neo4j,
+    "memory": _memory,
+}
 
 
 def open_graph_store(config: GraphStoreConfig) -> GraphStore:

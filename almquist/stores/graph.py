@@ -1,4 +1,5 @@
-"""`GraphStore`: the small interface every graph backend implements (ladybug embedded, Neo4j by URI).
+"""`GraphStore`: the small interface every graph backend implements (ladybug embedded, Neo4j by URI, in memory),
+and `QueryRunner`, its read half: what a reader that only runs named queries needs (KGQA, the graph algorithms).
 
 Reads are named queries from `queries.py` (`store.run("expand_out", {"ids": [...], "rel": "STARS"})`), always
 parameterised. Writes MERGE by node `id` and by (source, type, target) for edges, so a repeated write creates
@@ -12,6 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from almquist.stores.snapshot import Snapshot
+
+
+class QueryRunner(Protocol):
+    """Anything that answers named queries: a `GraphStore`, or a runner over the KnowledgeStore actor."""
+
+    def run(self, query_name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
 
 class GraphStore(Protocol):

@@ -82,3 +82,8 @@ def node_id(label: str, name: str) -> str:
 def label_of(node_id_: str) -> str:
     """The label part of a node id."""
     return node_id_.partition(":")[0]
+
+
+def name_of(node_id_: str) -> str:
+    """The name part of a node id: `"Person:Tom Hanks"` -> `"Tom Hanks"`."""
+    return node_id_.partition(":")[2]
