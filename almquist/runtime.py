@@ -174,7 +174,7 @@ def knowledge_job_entrypoint(
     if not (metaqa / "kb.txt").exists():
         return None
     knowledge, kgqa = knowledge_args(schema)
-    train = [python, "-m", "graphs.kgqa.train", "--if-missing", "--metaqa", str(metaqa)]
+    train = [python, "-m", "deployments.kgqa.train", "--if-missing", "--metaqa", str(metaqa)]
     if kgqa.get("model_dir"):
         train += ["--out", str(kgqa["model_dir"])]
     ingest = [python, "-m", "ingestion", "--knowledge", json.dumps(knowledge), "metaqa", "--kb", str(metaqa / "kb.txt")]

@@ -3,9 +3,9 @@
 Run: `python -m benchmarks.metaqa --questions ../shared/data/metaqa --hops 1,2,3 [--limit N] [--model DIR]
 [--stores memory,ladybug] [--file qa_dev.txt] [--split validation|all]`.
 
-Accuracy: the validation split of `qa_dev.txt` (`graphs.kgqa.metaqa.split_of`; the classifier never trained on
+Accuracy: the validation split of `qa_dev.txt` (`deployments.kgqa.metaqa.split_of`; the classifier never trained on
 it), or all of a file never used in training (`--file qa_test.txt --split all`). Hits@1 = the first answer is a
-gold answer (scored by `graphs.kgqa.evaluate`, as in the tests and notebooks/metaqa_eval.ipynb). Next to it: the
+gold answer (scored by `benchmarks.kgqa_evaluate`, as in the tests and notebooks/metaqa_eval.ipynb). Next to it: the
 reachability ceiling (a gold answer within k hops of the topic entity over any relation, either direction) and
 the gold-path ceiling (a gold answer at the end of the qtype's own path).
 Latency: one question at a time, question -> answer set (linking, embedding, path, graph walk; no LLM), on the
@@ -30,15 +30,16 @@ from rich.console import Console
 from rich.table import Table
 
 from almquist.config import default_cache_dir
+from almquist.stores.graph import QueryRunner
+from almquist.stores.memory_store import InMemoryGraphStore, Triple, read_kb
 from almquist.stores.schema import METAQA_RELATIONS
 from almquist.stores.snapshot import Snapshot
-from graphs.kgqa.answer import KGQA
-from graphs.kgqa.classifier import PathClassifier
-from graphs.kgqa.embedder import minilm_embedder
-from graphs.kgqa.evaluate import HopScore, evaluate, gold_path_reaches
-from graphs.kgqa.linker import EntityLinker
-from graphs.kgqa.memory import InMemoryGraph, QueryRunner, Triple, read_kb
-from graphs.kgqa.metaqa import MetaQAQuestion, read_questions, write_triples
+from benchmarks.kgqa_evaluate import HopScore, evaluate, gold_path_reaches
+from deployments.kgqa.answer import KGQA
+from deployments.kgqa.classifier import PathClassifier
+from deployments.kgqa.embedder import minilm_embedder
+from deployments.kgqa.linker import EntityLinker
+from deployments.kgqa.metaqa import MetaQAQuestion, read_questions, write_triples
 
 console = Console(width=160)
 SHARED_LABELS = ("Year", "Language", "Genre", "Votes", "Rating")  # values, not things: copies share them
@@ -104,7 +105,7 @@ def time_questions(engine: KGQA, questions: Sequence[MetaQAQuestion], warmup: in
 def scaled_triples(triples: Sequence[Triple], target_entities: int) -> tuple[list[Triple], int]:
     """The KB plus renamed copies (`Name ~i`) of every movie, person and tag, sharing the years, languages,
     genres and ratings, until there are `target_entities` entities; returns the triples and the entity count."""
-    base = InMemoryGraph(triples)
+    base = InMemoryGraphStore(triples)
     shared = sum(1 for _, _, label in base.entities() if label in SHARED_LABELS)
     per_copy = max(1, len(base) - shared)
     copies = max(0, -(-(target_entities - len(base)) // per_copy))
@@ -157,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     split = args.split or ("validation" if args.file == "qa_dev.txt" else "all")
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if not (args.model / "meta.json").exists():
-        parser.error(f"no model at {args.model}: train one with python -m graphs.kgqa.train --out {args.model}")
+        parser.error(f"no model at {args.model}: train one with python -m deployments.kgqa.train --out {args.model}")
     trained_with = str(PathClassifier.read_meta(args.model).get("embedder") or "")
     embed = minilm_embedder(int8=not trained_with.endswith("/fp32"), threads=args.torch_threads)
     classifier = PathClassifier.load(args.model, embed)
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     tmp = Path(tempfile.mkdtemp(prefix="metaqa-bench-"))
     try:
-        built: dict[str, QueryRunner] = {"memory": timed("in-memory graph", lambda: InMemoryGraph(triples))}
+        built: dict[str, QueryRunner] = {"memory": timed("in-memory graph", lambda: InMemoryGraphStore(triples))}
         if "ladybug" in stores:
             built["ladybug"] = timed("ladybug store", lambda: ladybug_store(triples, tmp / "full"))
         accuracy_table(built, classifier, questions, triples, split, args.file)
@@ -229,12 +230,12 @@ def latency_table(
 ) -> None:
     pool = [q for qs in questions.values() for q in qs]
     sample = random.Random(0).sample(pool, min(args.latency_questions, len(pool)))
-    full_entities = len(InMemoryGraph(triples))
+    full_entities = len(InMemoryGraphStore(triples))
     runs = [(name, "full KB", full_entities, store) for name, store in built.items()]
     if args.scale_entities:
         big, entities = scaled_triples(triples, args.scale_entities)
         kb = f"scaled x{len(big) // len(triples)}"
-        runs.append(("memory", kb, entities, timed("scaled in-memory graph", lambda: InMemoryGraph(big))))
+        runs.append(("memory", kb, entities, timed("scaled in-memory graph", lambda: InMemoryGraphStore(big))))
         if "ladybug" in stores:
             runs.append(("ladybug", kb, entities, timed("scaled ladybug store", lambda: ladybug_store(big, tmp / "s"))))
     table = Table(title=f"Latency, question -> answer set, one at a time ({len(sample)} questions; no LLM)")

@@ -2,12 +2,13 @@
 questions from real-time items; the LLM only phrases the answer.
 
 In: a `Turn` and the router's intent. Out: `Citation`s (the graph facts behind the answer), then `TokenChunk`s.
-The answer set comes from `graphs.kgqa.KGQA`: entity linking (exact, normalised, fuzzy name match, then vector
-search over entity names), a learned relation-path classifier, and hop-by-hop parameterised Cypher through the
-`KnowledgeStore` actor (the one process that owns the embedded stores). When the graph has no answer, the turn
-says so instead of guessing. The intent "news" goes to `answer_news` instead: the question's embedding against
-the `news` collection's chunks, ranked with a recency preference by `graphs.news.NewsRetriever`; the citations
-carry each item's time and URL.
+The answer set comes from the KGQA family (deployments/kgqa, run in this replica as a library: one engine per
+snapshot pin, made by the injected `kgqa_engine` loader, by default `deployments.kgqa.load_engine`): entity linking
+(exact, normalised, fuzzy name match, then vector search over entity names), a learned relation-path classifier,
+and hop-by-hop parameterised Cypher through the `KnowledgeStore` actor (the one process that owns the embedded
+stores). When the graph has no answer, the turn says so instead of guessing. The intent "news" goes to
+`answer_news` instead: the question's embedding against the `news` collection's chunks, ranked with a recency
+preference by `graphs.news.NewsRetriever`; the citations carry each item's time and URL.
 Also serves the `Knowledge` gRPC methods' work: `query`, `search`, snapshots and rollback, and the graph tools
 (`influential`, `community`, `shortest_path`), which `graphs.graph_tools.GraphTools` computes in this replica, not
 in the actor.
@@ -32,9 +33,9 @@ from almquist.config.knowledge import KnowledgeConfig
 from almquist.errors import FailedPrecondition, InvalidArgument
 from almquist.stores.algorithms import DEFAULT_LIMIT, Community, GraphPath, RankedEntity
 from almquist.stores.schema import NEWS_COLLECTION
+from deployments.kgqa import EngineLoader, KGQAEngine, KGQAResult, load_engine
 from deployments.llm.engine import TokenChunk
 from graphs.graph_tools import DEFAULT_MAX_HOPS, ActorQueryRunner, GraphTools
-from graphs.kgqa.answer import KGQA, KGQAResult
 from graphs.news import NO_ITEMS, NewsRetriever, RankedItem
 from graphs.turn import Citation, Turn
 
@@ -84,6 +85,7 @@ class GraphRAG:
         knowledge: KnowledgeConfig | dict | None = None,
         kgqa: KGQAConfig | dict | None = None,
         news: NewsConfig | dict | None = None,
+        kgqa_engine: EngineLoader | None = None,
     ) -> None:
         self._llm = llm
         self._embeddings = embeddings
@@ -93,10 +95,11 @@ class GraphRAG:
         self._store = get_knowledge_store(self._knowledge)
         self._runner = ActorQueryRunner(self._store)
         self._graph_tools = GraphTools(self._store, self._runner)
-        self._engines: dict[tuple[int, int], KGQA] = {}  # by committed_view, oldest first
+        self._load_engine: EngineLoader = kgqa_engine or load_engine
+        self._engines: dict[tuple[int, int], KGQAEngine] = {}  # by committed_view, oldest first
         self._lock = asyncio.Lock()
 
-    async def _engine(self, max_seq: int | None = None) -> KGQA:
+    async def _engine(self, max_seq: int | None = None) -> KGQAEngine:
         """The KGQA engine for a snapshot pin, loaded on first use; unpinned means the latest committed snapshot.
 
         Pinning unpinned questions to the latest commit keeps a running ingestion's half-written batches out of
@@ -112,15 +115,7 @@ class GraphRAG:
         key = (seq, rolled_back)
         async with self._lock:
             if key not in self._engines:
-                self._engines[key] = await asyncio.to_thread(
-                    KGQA.from_model_dir,
-                    self._runner,
-                    model_dir,
-                    max_seq=seq,
-                    max_answers=self._config.max_answers,
-                    cited_answers=self._config.cited_answers,
-                    min_path_probability=self._config.min_path_probability,
-                )
+                self._engines[key] = await asyncio.to_thread(self._load_engine, self._runner, self._config, seq)
                 while len(self._engines) > MAX_ENGINES:  # each holds a vocabulary: keep the newest few
                     del self._engines[next(iter(self._engines))]
             return self._engines[key]

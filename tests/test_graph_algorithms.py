@@ -29,9 +29,9 @@ from almquist.stores.algorithms import PEOPLE_MOVIE_RELATIONS, Community, GraphA
 from almquist.stores.factory import open_graph_store
 from almquist.stores.schema import METAQA_RELATIONS, node_id
 from almquist.stores.snapshot import Snapshot
+from deployments.kgqa.metaqa import write_triples
 from graphs.graph_rag import GraphRAG
 from graphs.graph_tools import ActorQueryRunner, GraphTools
-from graphs.kgqa.metaqa import write_triples
 from tests.local_actor import LocalActor
 
 Triple = tuple[str, str, str]

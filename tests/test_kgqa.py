@@ -7,13 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from almquist.config import data_dir
-from graphs.kgqa import KGQA, EntityLinker, InMemoryGraph, PathClassifier, RelationPath, path_from_qtype
-from graphs.kgqa.evaluate import HopScore, evaluate, gold_path_reaches
-from graphs.kgqa.linker import read_vocabulary
-from graphs.kgqa.memory import read_kb
-from graphs.kgqa.metaqa import read_questions, split_of
-from graphs.kgqa.train import first_per_label
+from almquist.config import KGQAConfig, data_dir
+from almquist.stores.memory_store import InMemoryGraphStore, read_kb
+from benchmarks.kgqa_evaluate import HopScore, evaluate, gold_path_reaches
+from deployments.kgqa import (
+    KGQA,
+    EntityLinker,
+    KGQAEngine,
+    PathClassifier,
+    RelationPath,
+    load_engine,
+    path_from_qtype,
+)
+from deployments.kgqa.linker import read_vocabulary
+from deployments.kgqa.metaqa import read_questions, split_of
+from deployments.kgqa.train import first_per_label
 
 METAQA = data_dir() / "metaqa"
 
@@ -64,7 +72,7 @@ TOY = [
 
 
 def test_memory_graph_queries_and_snapshots():
-    graph = InMemoryGraph(TOY, seq=1)
+    graph = InMemoryGraphStore(TOY, seq=1)
     graph.add([("Thief", "directed_by", "Michael Mann")], seq=2)
     assert graph.run("find_entities_by_name", {"name": "Heat"}) == [
         {"id": "Movie:Heat", "name": "Heat", "label": "Movie"}
@@ -78,7 +86,7 @@ def test_memory_graph_queries_and_snapshots():
 
 # ---- linking ----
 def test_linker_bracket_free_text_normalised_fuzzy_and_vector():
-    graph = InMemoryGraph([*TOY, ("Amélie", "in_language", "French"), ("Heat Wave", "release_year", "1954")])
+    graph = InMemoryGraphStore([*TOY, ("Amélie", "in_language", "French"), ("Heat Wave", "release_year", "1954")])
     linker = EntityLinker.from_store(graph)
     assert linker.link("who directed [Heat]").entities[0].id == "Movie:Heat"
     free = linker.link("Who directed Heat Wave?")
@@ -98,7 +106,7 @@ def test_linker_bracket_free_text_normalised_fuzzy_and_vector():
 def embed():
     import torch
 
-    from graphs.kgqa.embedder import minilm_embedder
+    from deployments.kgqa.embedder import minilm_embedder
 
     threads = torch.get_num_threads()
     # one thread, as served: on a busy 2-core machine a second one makes single-text latency spiky
@@ -108,7 +116,7 @@ def embed():
 
 @pytest.fixture(scope="module")
 def trained(embed, tmp_path_factory: pytest.TempPathFactory):
-    from graphs.kgqa.train import train
+    from deployments.kgqa.train import train
 
     if not (METAQA / "kb.txt").exists():
         pytest.fail(f"MetaQA data not at {METAQA}: set ALMQUIST_DATA_DIR")
@@ -117,10 +125,10 @@ def trained(embed, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def kb_graph() -> InMemoryGraph:
+def kb_graph() -> InMemoryGraphStore:
     if not (METAQA / "kb.txt").exists():
         pytest.fail(f"MetaQA data not at {METAQA}: set ALMQUIST_DATA_DIR")
-    return InMemoryGraph.from_kb(METAQA / "kb.txt")
+    return InMemoryGraphStore.from_kb(METAQA / "kb.txt")
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +204,17 @@ def test_unknown_entity_gives_no_answer_and_a_reason(engine):
 
 
 @needs_metaqa
+def test_load_engine_is_the_engine_graph_rag_runs(trained, kb_graph, engine):
+    config = KGQAConfig(model_dir=trained.out, max_answers=2, cited_answers=1)
+    loaded = load_engine(kb_graph, config, None)  # what GraphRAG calls for a snapshot pin, in a worker thread
+    assert isinstance(loaded, KGQAEngine) and isinstance(engine, KGQAEngine)
+    question = "what movies did [Tom Hanks] act in"
+    result, reference = loaded.answer(question), engine.answer(question)
+    assert result.path == reference.path and result.answers == reference.answers[:2]
+    assert result.facts == reference.facts[:1]  # one cited answer: the one fact of its 1-hop path
+
+
+@needs_metaqa
 def test_cypher_in_a_question_is_just_text(engine, kb_graph):
     before = len(kb_graph)
     bracketed = engine.answer(f"what movies did [{INJECTION}] act in")
@@ -224,13 +243,13 @@ def both_stores(tmp_path_factory: pytest.TempPathFactory):
     from almquist.config.knowledge import GraphStoreConfig
     from almquist.stores.factory import open_graph_store
     from almquist.stores.snapshot import Snapshot
-    from graphs.kgqa.metaqa import write_triples
+    from deployments.kgqa.metaqa import write_triples
 
     triples = kb_subset()
     path = tmp_path_factory.mktemp("ladybug") / "graph"
     ladybug = open_graph_store(GraphStoreConfig(path=path, buffer_pool_mb=256, threads=1))
     write_triples(ladybug, triples, Snapshot("metaqa-subset", 1, "kb.txt", time.time()))
-    yield InMemoryGraph(triples, seq=1), ladybug
+    yield InMemoryGraphStore(triples, seq=1), ladybug
     ladybug.close()
 
 

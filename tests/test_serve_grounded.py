@@ -1,7 +1,7 @@
 """Grounded answers end to end: a MetaQA slice ingested into the deployed stack, questions answered over gRPC.
 
 The served answers (Knowledge.Query, and the Conversation's citations) must equal those of the reference: the same
-KGQA engine and model in this process over an `InMemoryGraph` of the same lines. A second ingestion becomes
+KGQA engine and model in this process over an `InMemoryGraphStore` of the same lines. A second ingestion becomes
 answerable without a restart; a pinned snapshot does not see it; rollbacks restore the exact counts. The module
 leaves the knowledge base as it found it (every snapshot rolled back), so the other Serve tests see it empty. Last,
 the command `almquist up` submits to fill an empty KB, run on stores of its own.
@@ -23,14 +23,14 @@ from actors.knowledge_store import get_knowledge_store, release_knowledge_store
 from almquist import runtime
 from almquist.config import data_dir
 from almquist.config.knowledge import KnowledgeConfig
+from almquist.stores.memory_store import InMemoryGraphStore, read_kb
 from almquist.v1 import conversation_pb2, conversation_pb2_grpc, knowledge_pb2, knowledge_pb2_grpc
-from graphs.kgqa.answer import KGQA
-from graphs.kgqa.classifier import PathClassifier
-from graphs.kgqa.embedder import minilm_embedder
-from graphs.kgqa.linker import EntityLinker
-from graphs.kgqa.memory import InMemoryGraph, read_kb
-from graphs.kgqa.metaqa import MetaQAQuestion, read_questions
-from graphs.kgqa.train import train
+from deployments.kgqa.answer import KGQA
+from deployments.kgqa.classifier import PathClassifier
+from deployments.kgqa.embedder import minilm_embedder
+from deployments.kgqa.linker import EntityLinker
+from deployments.kgqa.metaqa import MetaQAQuestion, read_questions
+from deployments.kgqa.train import train
 from ingestion.metaqa import ingest_metaqa
 
 pytestmark = pytest.mark.serve
@@ -72,7 +72,7 @@ def loaded(serve_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lo
     assert report.errors == [] and report.created_edges == FIRST_LINES, report
     embed = minilm_embedder(int8=True, threads=1)
     train(METAQA, serve_stack.kgqa_model_dir, per_path_limit=25, validation_per_path_limit=5, embed=embed)
-    graph = InMemoryGraph(read_kb(first_kb))
+    graph = InMemoryGraphStore(read_kb(first_kb))
     reference = KGQA(graph, PathClassifier.load(serve_stack.kgqa_model_dir, embed), EntityLinker.from_store(graph))
     channel = grpc.insecure_channel(serve_stack.target)
     knowledge = knowledge_pb2_grpc.KnowledgeStub(channel)
@@ -158,7 +158,7 @@ def test_injection_over_grpc_is_only_text(loaded: Loaded, question: str):
 
 def test_new_ingestion_is_answerable_without_restart_and_pins_and_rollback_hold(loaded: Loaded):
     after_first = stats(loaded.config)
-    graph = InMemoryGraph(read_kb(loaded.second_kb))
+    graph = InMemoryGraphStore(read_kb(loaded.second_kb))
     reference = KGQA(graph, loaded.reference.classifier, EntityLinker.from_store(graph))
     fresh = next(  # a movie of the second slice that nothing in the first links to, even approximately
         q

@@ -1,11 +1,10 @@
 """Trains the KGQA relation-path classifier on the train split of MetaQA's dev questions and saves it.
 
-Run: `python -m graphs.kgqa.train [--metaqa DIR] [--out DIR] [--hops 1,2,3] [--c 100] [--if-missing]` (what
-`almquist kb train` runs; it lives here, not in ingestion/, because ingestion may not import graphs/). `--metaqa`
-defaults to `$ALMQUIST_DATA_DIR/metaqa` (`shared/data/metaqa` beside the checkout), `--out` to where Graph-RAG loads
-it from.
+Run: `python -m deployments.kgqa.train [--metaqa DIR] [--out DIR] [--hops 1,2,3] [--c 100] [--if-missing]` (what
+`almquist kb train` runs; it lives beside the family it trains). `--metaqa` defaults to `$ALMQUIST_DATA_DIR/metaqa`
+(`shared/data/metaqa` beside the checkout), `--out` to where Graph-RAG loads it from.
 In: `{1,2,3}-hop/qa_dev.txt` and `qa_dev_qtype.txt` (the qtype is the training label: it names the relation path).
-Out: `DIR/coef.npy`, `DIR/intercept.npy`, `DIR/meta.json` (graphs/kgqa/classifier.py reads them), and a table
+Out: `DIR/coef.npy`, `DIR/intercept.npy`, `DIR/meta.json` (deployments/kgqa/classifier.py reads them), and a table
 with the split sizes, the path accuracy on the validation split, the training time and the model's size.
 The split is `metaqa.split_of` (a hash of the question text), so the benchmark's validation questions are never
 trained on.

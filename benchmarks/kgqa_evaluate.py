@@ -13,10 +13,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .answer import KGQA
-from .memory import QueryRunner
-from .metaqa import MetaQAQuestion
-from .paths import path_from_qtype
+from almquist.stores.graph import QueryRunner
+from deployments.kgqa.answer import KGQA
+from deployments.kgqa.metaqa import MetaQAQuestion
+from deployments.kgqa.paths import path_from_qtype
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
 
-from almquist.stores.schema import NODE_LABELS, label_of
-
-from .memory import QueryRunner, name_of
+from almquist.stores.graph import QueryRunner
+from almquist.stores.schema import NODE_LABELS, label_of, name_of
 
 VectorSearch = Callable[[str], list[tuple[str, float]]]
 Entry = tuple[str, str, str]  # (node id, name, label)

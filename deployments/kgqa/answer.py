@@ -1,4 +1,5 @@
-"""The KGQA engine: question -> linked entity -> relation path -> hop-by-hop expansion -> ranked answers + facts.
+"""The relation-path engine (`KGQA`, the family's `KGQAEngine`): question -> linked entity -> relation path ->
+hop-by-hop expansion -> ranked answers + facts. `load_engine` is how GraphRAG makes one from the `kgqa:` config.
 
 In: a question (optionally the embedding of its masked text, when the caller already has it). Out: `KGQAResult`:
 answer names ranked by how many distinct paths from the topic entity reach them (ties by name), the facts along
@@ -15,39 +16,20 @@ LLM alone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from almquist.config import KGQAConfig
+from almquist.stores.graph import QueryRunner
+
 from .classifier import PathClassifier, mask_mention
 from .embedder import Embed, minilm_embedder
+from .engine import Fact, KGQAResult
 from .linker import EntityLinker, LinkedEntity, Linking, VectorSearch
-from .memory import QueryRunner
 from .paths import RelationPath
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One edge in the graph's own direction: (movie, relation, object)."""
-
-    subject: str
-    relation: str
-    object: str
-
-
-@dataclass
-class KGQAResult:
-    """`path` is the path walked (when nothing was found: the classifier's best guess, or None)."""
-
-    answers: list[str]
-    facts: list[Fact]
-    linked: list[str]
-    path: RelationPath | None
-    confidence: float
-    reason: str | None = None  # set when `answers` is empty
-    support: list[int] = field(default_factory=list)  # supporting paths of each answer
 
 
 @dataclass
@@ -58,7 +40,8 @@ class _Walk:
 
 
 class KGQA:
-    """Answers questions over a `GraphStore` (or `InMemoryGraph`); see the module docstring."""
+    """Answers questions over a `GraphStore` (any backend) or a runner of its named queries; the family's
+    `KGQAEngine` (engine.py). See the module docstring."""
 
     def __init__(
         self,
@@ -196,3 +179,16 @@ class KGQA:
             confidence=confidence,
             support=[walk.counts[n] for n in ranked],
         )
+
+
+def load_engine(store: QueryRunner, config: KGQAConfig, max_seq: int | None = None) -> KGQA:
+    """The engine GraphRAG runs (an `engine.EngineLoader`): the classifier saved in `config.model_dir`, the
+    store's vocabulary at `max_seq`, the config's answer limits."""
+    return KGQA.from_model_dir(
+        store,
+        Path(config.model_dir).expanduser(),
+        max_seq=max_seq,
+        max_answers=config.max_answers,
+        cited_answers=config.cited_answers,
+        min_path_probability=config.min_path_probability,
+    )
