@@ -52,7 +52,7 @@ bench: install  ## benchmarks, printing tables
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.avatar
 
 lint:
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 down:
 	$(BIN)/almquist down
