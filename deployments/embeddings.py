@@ -42,7 +42,8 @@ class SentenceTransformerEngine:
         self._model = SentenceTransformer(path, device=config.device, local_files_only=True)
         # sentence-transformers 6 renamed the method; keep working with either name
         dimension = getattr(self._model, "get_embedding_dimension", None)
-        self.dimensions = int((dimension or self._model.get_sentence_embedding_dimension)())
+        dimensions: Any = (dimension or self._model.get_sentence_embedding_dimension)()
+        self.dimensions = int(dimensions)
         self.name = model_name(config.model)
 
     def embed(self, texts: list[str], normalize: bool) -> np.ndarray:
@@ -82,10 +83,12 @@ class TracedEngine:
         model = SentenceTransformer(resolve_model_ref(config.model), device=config.device, local_files_only=True)
         self._torch = torch
         self._tokenizer = model.tokenizer
-        self._max_length = int(model.max_seq_length)
+        max_length: Any = model.max_seq_length  # set for every sentence-transformers model this loads
+        self._max_length = int(max_length)
         self._device = config.device
-        self._eager = model[0].auto_model.eval()
-        self._traced = None
+        transformer: Any = model[0]  # the Transformer module; indexing types it as a tensor or any module
+        self._eager: Any = transformer.auto_model.eval()
+        self._traced: Any = None
         # a fast tokenizer set to truncate is not safe to call from two threads at once ("Already borrowed"),
         # and callers embed in worker threads
         self._lock = threading.Lock()

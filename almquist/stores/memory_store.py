@@ -95,7 +95,7 @@ class InMemoryGraphStore:
         given = dict(params or {})
         for name in query.inline:  # bind writes these into the statement's text; here they are arguments
             value = given[name] if given.get(name) is not None else query.defaults.get(name)
-            values[name] = normalize_rel(value) if query.params[name] == "rel" else value
+            values[name] = normalize_rel(str(value)) if query.params[name] == "rel" else value
         handler = getattr(self, f"_q_{query.name}", None)
         if handler is None:
             raise FailedPrecondition(

@@ -21,6 +21,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rapidfuzz import fuzz, process
 
@@ -103,7 +104,7 @@ class EntityLinker:
         self._set_vocabulary(vocabulary)
 
     @classmethod
-    def from_store(cls, store: QueryRunner, *, max_seq: int | None = None, **options) -> EntityLinker:
+    def from_store(cls, store: QueryRunner, *, max_seq: int | None = None, **options: Any) -> EntityLinker:
         return cls(store, max_seq=max_seq, vocabulary=read_vocabulary(store, max_seq), **options)
 
     def refresh(self) -> int:

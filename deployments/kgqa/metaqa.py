@@ -49,9 +49,9 @@ def read_questions(
     path = Path(folder) / f"{hops}-hop" / file
     qtype_path = path.with_name(f"{path.stem}_qtype.txt")
     lines = path.read_text(encoding="utf-8").splitlines()
-    qtypes: list[str | None] = (
-        qtype_path.read_text(encoding="utf-8").splitlines() if qtype_path.exists() else [None] * len(lines)
-    )
+    qtypes: list[str | None] = [None] * len(lines)
+    if qtype_path.exists():
+        qtypes = list(qtype_path.read_text(encoding="utf-8").splitlines())
     if len(qtypes) != len(lines):
         raise ValueError(f"{qtype_path} has {len(qtypes)} lines, {path} has {len(lines)}")
     questions = []
