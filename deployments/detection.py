@@ -56,6 +56,8 @@ class OwlViTEngine:
 
         self._config = config
         path = resolve_model_ref(config.model)
+        model_cls: type[Owlv2ForObjectDetection | OwlViTForObjectDetection]
+        processor_cls: type[Owlv2Processor | OwlViTProcessor]
         if config.backend == "owlv2":
             model_cls, processor_cls = Owlv2ForObjectDetection, Owlv2Processor
         else:
@@ -64,7 +66,8 @@ class OwlViTEngine:
         self._device = torch.device(config.device)
         self._processor = processor_cls.from_pretrained(path, local_files_only=True)
         model = model_cls.from_pretrained(path, local_files_only=True, dtype=self._dtype)
-        self._model = model.to(self._device).eval()
+        # transformers wraps PreTrainedModel.to in functools.wraps, which hides its bound self from mypy
+        self._model = model.to(self._device).eval()  # type: ignore[arg-type]
         # OwlViTModel / Owlv2Model inside the detector: its CLIP towers give the image-level embedding
         self._clip = getattr(self._model, config.backend)
         self.dimensions = int(self._model.config.projection_dim)
@@ -221,9 +224,10 @@ class Detector:
         in a test)."""
         loop = asyncio.get_running_loop()
         if self._batch_loop is not loop:
+            # Ray's stub takes a function of one list; serve.batch batches each argument of several into lists
             self._batched = serve.batch(
                 max_batch_size=self._config.max_batch_size, batch_wait_timeout_s=self._config.batch_wait_timeout_s
-            )(self._detect_many)
+            )(self._detect_many)  # type: ignore[arg-type]
             self._batch_loop = loop
         return self._batched
 

@@ -196,11 +196,13 @@ class PyannoteEngine:
         import torch
 
         waveform = torch.from_numpy(np.ascontiguousarray(audio))[None]  # (channel, time)
-        bounds = {"num_speakers": num_speakers} if num_speakers else {"max_speakers": self._config.max_speakers}
+        bounds: dict[str, Any] = (
+            {"num_speakers": num_speakers} if num_speakers else {"max_speakers": self._config.max_speakers}
+        )
         with self._lock:
             output = self._pipeline({"waveform": waveform, "sample_rate": RATE_HZ}, **bounds)
         # pyannote 4 returns DiarizeOutput (overlap-aware and exclusive annotations); 3.x an Annotation
-        annotation = getattr(output, "exclusive_speaker_diarization", output)
+        annotation: Any = getattr(output, "exclusive_speaker_diarization", output)
         return [(turn.start, turn.end, str(label)) for turn, _, label in annotation.itertracks(yield_label=True)]
 
 

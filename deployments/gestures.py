@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 from ray import serve
 
@@ -194,7 +195,7 @@ def validate_points(points: Any, handedness: str) -> np.ndarray:
     return array
 
 
-def gesture_scores(points: np.ndarray, handedness: str = "Right", aspect_ratio: float = 1.0) -> dict[str, float]:
+def gesture_scores(points: ArrayLike, handedness: str = "Right", aspect_ratio: float = 1.0) -> dict[str, float]:
     """Every gesture's score in [0, 1]: the weakest of the finger states (and thumb direction) it needs.
 
     Only angles, ratios of distances and, for thumbs_up, the thumb's direction in the image are used, so the
@@ -224,7 +225,7 @@ def gesture_scores(points: np.ndarray, handedness: str = "Right", aspect_ratio: 
     }
 
 
-def classify_gesture(points: np.ndarray, handedness: str, aspect_ratio: float = 1.0) -> tuple[str, float]:
+def classify_gesture(points: ArrayLike, handedness: str, aspect_ratio: float = 1.0) -> tuple[str, float]:
     """The best gesture and its score, or ("none", 1 - best score) when no gesture reaches MIN_GESTURE_SCORE."""
     scores = gesture_scores(points, handedness, aspect_ratio)
     gesture = max(scores, key=scores.__getitem__)

@@ -162,12 +162,15 @@ class DiffusersEngine:
                     return self._run_upscale(request, common, on_step)
                 common["callback_on_step_end"] = _step_callback(on_step)
                 if request.mode == "instruct_edit":
+                    assert self._instruct is not None and request.init_image is not None  # ImageGen.generate checks
                     return self._instruct(image=_resized(request.init_image, size), **common).images[0]
                 self._use_loras(request.loras)
                 if request.mode == "image_to_image":
+                    assert request.init_image is not None  # ImageGen.generate checks
                     image = _resized(request.init_image, size)
                     return self._image(image=image, strength=request.strength, **common).images[0]
                 if request.control_image is not None:
+                    assert self._control is not None  # ImageGen.generate checks image_gen.controlnet
                     control = _resized(request.control_image, size)
                     return self._control(image=control, width=size[0], height=size[1], **common).images[0]
                 return self._text(width=size[0], height=size[1], **common).images[0]
@@ -178,8 +181,11 @@ class DiffusersEngine:
                     f"out of accelerator memory for a {size[0]}x{size[1]} {request.mode}: ask for a smaller size"
                 ) from None
 
-    def _run_upscale(self, request: ImageRequest, common: dict[str, Any], on_step: Callable[[int, int], None]):
+    def _run_upscale(
+        self, request: ImageRequest, common: dict[str, Any], on_step: Callable[[int, int], None]
+    ) -> Image.Image:
         pipe = self._upscale
+        assert pipe is not None and request.init_image is not None  # ImageGen.generate checks
         low = (request.width // self.upscale_factor, request.height // self.upscale_factor)
 
         def callback(step: int, timestep: Any, latents: Any) -> None:  # the upscaler has only the legacy callback

@@ -135,8 +135,8 @@ class LibrosaBasicPitchEngine:
     """librosa for rhythm and harmony; basic-pitch's `Model` (ONNX through onnxruntime) for notes."""
 
     def __init__(self, config: MusicAnalysisConfig) -> None:
-        import librosa
         from basic_pitch.inference import Model
+        from librosa.version import version as librosa_version  # librosa's stub has no __version__
 
         self._config = config
         try:
@@ -150,7 +150,7 @@ class LibrosaBasicPitchEngine:
         except ValueError as error:
             raise FailedPrecondition(f"music analysis: {error}") from None
         self._templates, self._chord_names = _triads()
-        self.name = f"librosa-{librosa.__version__} + basic-pitch {model_name(config.notes_model)}"
+        self.name = f"librosa-{librosa_version} + basic-pitch {model_name(config.notes_model)}"
 
     def harmony(self, y: np.ndarray) -> Harmony:
         import librosa
@@ -174,7 +174,8 @@ class LibrosaBasicPitchEngine:
 
         # segment boundaries: the clip's start, every beat, its end
         bounds = librosa.util.fix_frames(beats, x_min=0, x_max=chroma.shape[1])
-        synced = librosa.util.sync(chroma, bounds, aggregate=np.median, pad=False)
+        # librosa annotates `idx` as a Sequence; its docs (and fix_frames) give it an int array
+        synced = librosa.util.sync(chroma, bounds, aggregate=np.median, pad=False)  # type: ignore[arg-type]
         norms = np.linalg.norm(synced, axis=0)
         scores = self._templates @ (synced / np.where(norms > 0, norms, 1.0))
         times = np.minimum(librosa.frames_to_time(bounds, sr=RATE_HZ, hop_length=HOP), duration_s)

@@ -75,7 +75,9 @@ class SamEngine:
         path = resolve_model_ref(config.model)
         self._torch = torch
         self._device = config.device
-        self._model = SamModel.from_pretrained(path, local_files_only=True).to(config.device).eval()
+        # transformers wraps PreTrainedModel.to in functools.wraps, which hides its bound self from mypy
+        model = SamModel.from_pretrained(path, local_files_only=True)
+        self._model = model.to(config.device).eval()  # type: ignore[arg-type]
         self._processor = SamProcessor.from_pretrained(path, local_files_only=True)
         self.name = model_name(config.model)
 

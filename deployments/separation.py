@@ -59,6 +59,10 @@ class SeparationEngine(Protocol):
 
     def __init__(self, config: SeparationConfig) -> None: ...
 
+    def convert_channels(self, wav: np.ndarray) -> np.ndarray:
+        """`wav`, (channels, samples), with the engine's channel count."""
+        ...
+
     def stems(self, wav: np.ndarray, chunk_samples: int) -> Iterator[np.ndarray]:
         """(sources, channels, n) float32 for consecutive chunks of `chunk_samples` (the last may be shorter) of
         `wav`, (channels, samples) at the engine's rate and channel count."""
@@ -107,7 +111,7 @@ class DemucsEngine:
             raise FailedPrecondition(f"separation: cannot load {name!r} from {folder}: {error}") from None
         self._torch = torch
         self._model = model
-        self._members = list(model.models) if isinstance(model, BagOfModels) else [model]
+        self._members: list[Any] = list(model.models) if isinstance(model, BagOfModels) else [model]
         self._bag_weights = model.weights if isinstance(model, BagOfModels) else None
         self._device = torch.device(config.device)
         self._shifts = config.shifts

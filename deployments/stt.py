@@ -209,9 +209,10 @@ class SpeechToText:
         deployments/detection.py (a decorated method would share one queue across instances and loops)."""
         loop = asyncio.get_running_loop()
         if self._batch_loop is not loop:
+            # Ray's stub takes a function of one list; serve.batch batches each argument of several into lists
             self._batched = serve.batch(
                 max_batch_size=self._config.max_batch_size, batch_wait_timeout_s=self._config.batch_wait_timeout_s
-            )(self._transcribe_many)
+            )(self._transcribe_many)  # type: ignore[arg-type]
             self._batch_loop = loop
         return self._batched
 

@@ -47,7 +47,10 @@ def validate_request(request: GenerationRequest, config: LLMConfig) -> None:
 class LLMServer:
     """Serves one LLM engine; see the module docstring."""
 
-    async def __init__(self, config: LLMConfig | dict[str, Any], engine_cls: str | type | None = None) -> None:
+    # Serve awaits an async __init__ (mypy wants __init__ to return None, not a coroutine)
+    async def __init__(  # type: ignore[misc]
+        self, config: LLMConfig | dict[str, Any], engine_cls: str | type | None = None
+    ) -> None:
         self._config = LLMConfig.model_validate(config)
         self._engine: LLMEngine = load_engine_cls(engine_cls or self._config.backend)(self._config)
         await self._engine.start()
