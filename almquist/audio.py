@@ -127,7 +127,7 @@ def _read_with_av(data: bytes, limits: AudioLimits) -> tuple[np.ndarray, int]:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
                 raise InvalidArgument("the file has no audio stream")
             stream = container.streams.audio[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ def _ray_bin() -> str:
 def _connect() -> None:
     import ray
 
-    ray.init(address="auto", namespace="serve", log_to_driver=False, logging_level="ERROR")
+    ray.init(address="auto", namespace="serve", log_to_driver=False, logging_level=logging.ERROR)
 
 
 def _status_table(status: Any) -> Table:
@@ -364,8 +365,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 2
     for scenario in placement.SCENARIOS:
         out.print(_plan_table(report, scenario))
-    for error in report.errors:
-        console.print(f"[red]error:[/red] {error}")
+    for problem in report.errors:
+        console.print(f"[red]error:[/red] {problem}")
     if report.ok:
         console.print(f"[green]plan ok[/green]: {len(report.demands)} deployments, no card over its budget")
     return 0 if report.ok else 1

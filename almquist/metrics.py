@@ -332,7 +332,9 @@ def grafana_dashboards_dir(session_dir: str | Path | None = None) -> Path:
         if not ray.is_initialized():
             raise RuntimeError("connect to Ray first (ray.init(address='auto')) or pass the session folder")
         # Ray has no public getter for the session folder; the driver's node object knows it.
-        session_dir = ray._private.worker._global_node.get_session_dir_path()
+        node = ray._private.worker._global_node
+        assert node is not None  # set by ray.init
+        session_dir = node.get_session_dir_path()
     return Path(session_dir) / "metrics" / "grafana" / "dashboards"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from almquist.config.base import Strict
 
@@ -27,7 +27,7 @@ class ConversationConfig(Strict):
 
     @field_validator("default_personality")
     @classmethod
-    def _known_default(cls, value: str, info) -> str:
+    def _known_default(cls, value: str, info: ValidationInfo) -> str:
         known = info.data.get("personalities", {})
         if known and value not in known:
             raise ValueError(f"default_personality {value!r} is not one of {sorted(known)}")

@@ -8,7 +8,7 @@ never in config: `password_env` / `api_key_env` name the environment variables t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -56,7 +56,7 @@ class KnowledgeConfig(Strict):
         default_factory=dict, description="Custom resources of each embedding actor (a node-type pin on a cluster)."
     )
 
-    def embed_actor_options(self) -> dict[str, object]:
+    def embed_actor_options(self) -> dict[str, Any]:
         """Ray resources of one embedding actor (the pipelines' pools and the scheduler's warm one)."""
         resources = dict(self.embed_resources)
         return {"num_cpus": self.embed_num_cpus, "num_gpus": self.embed_num_gpus, "resources": resources}

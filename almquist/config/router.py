@@ -127,19 +127,22 @@ DEFAULT_TOPIC_EXAMPLES: dict[str, list[str]] = {
 }
 
 
+Route = Literal["llm", "graph_rag", "image_gen", "vision"]
+
+DEFAULT_ROUTES: dict[str, Route] = {
+    "chitchat": "llm",
+    "knowledge": "graph_rag",
+    "news": "graph_rag",
+    "draw": "image_gen",
+    "look": "vision",
+}
+
+
 class RouterConfig(Strict):
     """Per-turn routing: intents recognised by nearest examples in embedding space, and where each goes."""
 
     intent_examples: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INTENT_EXAMPLES))
-    routes: dict[str, Literal["llm", "graph_rag", "image_gen", "vision"]] = Field(
-        default_factory=lambda: {
-            "chitchat": "llm",
-            "knowledge": "graph_rag",
-            "news": "graph_rag",
-            "draw": "image_gen",
-            "look": "vision",
-        }
-    )
+    routes: dict[str, Route] = Field(default_factory=lambda: dict(DEFAULT_ROUTES))
     fallback_intent: str = "chitchat"
     min_similarity: float = Field(0.2, description="Below this best similarity the fallback intent is used.")
     topic_examples: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_TOPIC_EXAMPLES))

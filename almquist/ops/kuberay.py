@@ -173,7 +173,8 @@ def _pod_template(
     amounts: dict[str, Any] = {"cpu": _cpu(cpus), "memory": f"{memory_gib}Gi"}
     if gpus:
         amounts[GPU_RESOURCE] = str(gpus)
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}]  # the object store and NCCL want more than Docker's 64 MiB
+    # the object store and NCCL want more than Docker's 64 MiB
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
     if models:
         mounts.append({"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True})

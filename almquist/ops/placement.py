@@ -499,8 +499,8 @@ def place(plan: Plan, demands: list[DeploymentDemand], scenario: str, shuffle_se
                 f"{demand.name}: replica {index + 1} of {demand.replicas[scenario]} ({scenario}) does not fit: no node"
                 f" has {_describe(demand.bundles)} free"
             )
-    cards = [card for state in states for card in state.cards]
-    return Placement(scenario=scenario, cards=cards, replicas=placed, unplaced=unplaced)
+    every_card = [card for state in states for card in state.cards]
+    return Placement(scenario=scenario, cards=every_card, replicas=placed, unplaced=unplaced)
 
 
 def _describe(bundles: tuple[dict[str, float], ...]) -> str:

@@ -84,8 +84,8 @@ class CypherGraphStore:
                             "first (nothing of this call was written)"
                         )
                 srcs = sorted({row["src"] for row in chunk})
-                found = self._run_in(run, "existing_edges", {"srcs": srcs, "rel": rel_type, **ends})
-                existing = {(row["src"], row["dst"]) for row in found}
+                edges = self._run_in(run, "existing_edges", {"srcs": srcs, "rel": rel_type, **ends})
+                existing = {(row["src"], row["dst"]) for row in edges}
                 missing = [row for row in chunk if (row["src"], row["dst"]) not in existing]
                 if missing:
                     stamp = {"snapshot_id": snapshot.snapshot_id, "snapshot_seq": snapshot.seq}

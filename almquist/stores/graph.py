@@ -22,7 +22,9 @@ class QueryRunner(Protocol):
 
 
 class GraphStore(Protocol):
-    backend: str
+    @property
+    def backend(self) -> str:
+        """The backend's name (`GraphStoreConfig.backend`); read-only, so a backend may declare it a Literal."""
 
     def ensure_schema(self) -> None:
         """Tables / constraints / indexes; idempotent, called on open."""

@@ -65,6 +65,7 @@ class LadybugGraphStore(CypherGraphStore):
     def run(self, query_name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         if query_name in ("expand_out", "expand_in"):
             _, _, values = bind(query_name, params, self.backend)  # checks the parameters once, for both forms
+            assert params is not None  # bind raised without `rel`
             ids = sorted(set(values["ids"]))
             if len(ids) <= SMALL_FRONTIER:
                 rows: list[dict[str, Any]] = []
@@ -84,6 +85,7 @@ class LadybugGraphStore(CypherGraphStore):
 
     def _execute(self, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         result = self._conn.execute(text, params)
+        assert not isinstance(result, list)  # a list only for several statements; this is one
         try:
             columns = result.get_column_names()
             return [dict(zip(columns, row, strict=True)) for row in result]

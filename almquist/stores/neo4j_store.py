@@ -63,7 +63,11 @@ class Neo4jGraphStore(CypherGraphStore):
 
     def ensure_schema(self) -> None:
         for text in schema_statements():
-            self._transaction(lambda run, text=text: run(text, {}))
+
+            def work(run: Run, text: str = text) -> None:
+                run(text, {})
+
+            self._transaction(work)
 
     def _read(self, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         with self._errors(), self._session() as session:

@@ -70,7 +70,8 @@ class VectorStore:
             return
         self._client.create_collection(name, vectors_config=models.VectorParams(size=dim, distance="Cosine"))
         if not self._local:  # local mode filters by brute force and warns on payload indexes
-            for key, schema in (("label", "keyword"), ("snapshot_id", "keyword"), ("snapshot_seq", "integer")):
+            keyword, integer = models.PayloadSchemaType.KEYWORD, models.PayloadSchemaType.INTEGER
+            for key, schema in (("label", keyword), ("snapshot_id", keyword), ("snapshot_seq", integer)):
                 self._client.create_payload_index(name, field_name=key, field_schema=schema)
 
     def missing(self, collection: str, ids: Sequence[str]) -> list[str]:
