@@ -12,7 +12,7 @@ empty graph `FailedPrecondition`.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -116,7 +116,9 @@ def check_seq(max_seq: int | None) -> int:
     return max_seq
 
 
-def export_edges(store: QueryRunner, relations: Sequence[str], max_seq: int, page_size: int = PAGE_SIZE):
+def export_edges(
+    store: QueryRunner, relations: Sequence[str], max_seq: int, page_size: int = PAGE_SIZE
+) -> Iterator[tuple[str, str]]:
     """(src, dst) of every edge of these types visible at `max_seq`, page by page in the query's (src, dst) order."""
     for rel in relations:
         skip = 0
