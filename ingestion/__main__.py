@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -114,7 +115,7 @@ def _images(args: argparse.Namespace) -> int:
     config = DetectionConfig(model=args.model, backend=args.backend, device="cuda" if args.num_gpus else "cpu")
     started = not ray.is_initialized()  # a notebook or test may have started Ray already
     if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level=logging.ERROR)
     try:
         report = run(args.folder, args.out, config, args.query, args.actors, args.batch_size, args.num_gpus)
     finally:
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.knowledge_store import get_knowledge_store
 
-    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
+    ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level=logging.ERROR)
     try:
         if args.command == "metaqa":
             from ingestion.metaqa import ingest_metaqa

@@ -91,9 +91,13 @@ class FeedScheduler:
         autostart: bool = False,
     ) -> None:
         if fetch_fn is None:
-            from ingestion.sources.fetch import fetch as fetch_fn
+            from ingestion.sources.fetch import fetch
+
+            fetch_fn = fetch
         if parse_fn is None:
-            from ingestion.sources.parse import parse as parse_fn
+            from ingestion.sources.parse import parse
+
+            parse_fn = parse
 
         self._sources = {s.name: s for s in (SourceConfig.model_validate(s) for s in sources)}
         if len(self._sources) != len(sources):
@@ -295,7 +299,8 @@ def _appeared(item: Item, previous_success: float | None, now: float) -> Item:
     return replace(item, seen_at=now)
 
 
-FeedSchedulerActor = ray.remote(max_concurrency=4, max_restarts=-1)(FeedScheduler)
+# Ray's typed overloads of ray.remote(...) list the task options only, not an actor's max_concurrency
+FeedSchedulerActor = ray.remote(max_concurrency=4, max_restarts=-1)(FeedScheduler)  # type: ignore[call-overload]
 
 
 def start_scheduler(

@@ -146,10 +146,11 @@ def _embed(
     saved = context.enable_progress_bars
     context.enable_progress_bars = False
     try:
-        dataset = ray.data.from_items(rows)
+        dataset: ray.data.Dataset = ray.data.from_items(rows)
         if embedder is not None:  # a warm model: thin tasks hand it the batches
+            # Ray types map_batches' function as taking the batch alone; fn_kwargs passes the rest
             dataset = dataset.map_batches(
-                _embed_remote,
+                _embed_remote,  # type: ignore[arg-type]
                 fn_kwargs={"embedder": embedder},
                 batch_size=settings.embed_batch_size,
                 compute=TaskPoolStrategy(size=2),
@@ -195,7 +196,7 @@ def ingest_items(
             return NewsReport(batch_key, snap.snapshot_id, snap.seq, "up_to_date", items_in=len(items), stored=stored)
     report = NewsReport(batch_key, "", 0, "committed", items_in=len(items))
     fresh = _drop_exact_duplicates(items, store, record.snapshot.snapshot_id if record else "", report)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "doc_id": doc_id(item, index),
             "item_id": item.item_id,

@@ -101,7 +101,7 @@ def run_pipeline(
                 if crash_after_batches is not None and report.batches >= crash_after_batches:
                     raise SimulatedCrash(f"stopped after {report.batches} batches (crash_after_batches)")
     created = {key: getattr(report, key) for key in ("created_nodes", "created_edges", "created_vectors")}
-    info = {"batches": len(source.specs), "lines": total, "resumed_batches": report.resumed_batches}
+    info: dict[str, Any] = {"batches": len(source.specs), "lines": total, "resumed_batches": report.resumed_batches}
     info |= {"last_run": {**created, "errors": len(report.errors)}}
     ray.get(store.commit_snapshot.remote(snapshot.snapshot_id, info))
     report.wall_s = _since(started)
@@ -116,12 +116,15 @@ def _dataset(
     collection = config.vectors.collection
     # thin stages mostly wait on the store actor, leaving CPUs to the embedding actors; load and graph writes have
     # the same settings so Ray Data fuses them into one task (fewer worker processes to start)
-    thin = {"batch_size": 1, "num_cpus": 0.25, "compute": TaskPoolStrategy(size=2)}
+    thin: dict[str, Any] = {"batch_size": 1, "num_cpus": 0.25, "compute": TaskPoolStrategy(size=2)}
     specs = ray.data.from_items([{"item": source.specs[i]} for i in todo], override_num_blocks=len(todo))
+    # Ray types map_batches' function as taking the batch alone; fn_kwargs passes the rest
     return (
-        specs.map_batches(_load, fn_kwargs={"load": source.load}, **thin)
+        specs.map_batches(_load, fn_kwargs={"load": source.load}, **thin)  # type: ignore[arg-type]
         .map_batches(
-            _write_graph, fn_kwargs={"store": store, "snapshot_id": snapshot_id, "collection": collection}, **thin
+            _write_graph,  # type: ignore[arg-type]
+            fn_kwargs={"store": store, "snapshot_id": snapshot_id, "collection": collection},
+            **thin,
         )
         .map_batches(
             EntityEmbedder,
@@ -131,7 +134,9 @@ def _dataset(
             **config.embed_actor_options(),
         )
         .map_batches(
-            _write_vectors, fn_kwargs={"store": store, "snapshot_id": snapshot_id, "collection": collection}, **thin
+            _write_vectors,  # type: ignore[arg-type]
+            fn_kwargs={"store": store, "snapshot_id": snapshot_id, "collection": collection},
+            **thin,
         )
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = not ray.is_initialized()  # a notebook or test may have started Ray already
     if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level="ERROR")
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False, logging_level=logging.ERROR)
     try:
         files, failed = transcribe_folder(
             args.folder, args.out, config, args.actors, args.num_cpus, args.batch_size, num_gpus=args.num_gpus
