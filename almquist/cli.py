@@ -74,6 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 deployed_after=submitted,
             )
     except (runtime.DeploymentFailed, TimeoutError) as error:
+        console.print()  # off the status table's last line
         console.print(f"[red]{escape(str(error))}[/red]")
         return 1
     table = Table(title="Almquist is up", show_header=False)

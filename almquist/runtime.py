@@ -109,7 +109,7 @@ def failure_message(name: str, app: Any) -> str:
         if status.status in FAILED_STATES
     ] or [f"  {last_error_line(app.message)}"]
     return (
-        f"application {name!r} failed to deploy ({app.status}):\n"
+        f"application {name!r} failed to deploy ({getattr(app.status, 'value', app.status)}):\n"
         + "\n".join(failed)
         + "\nFix that, then run the same command again (`make run` or `almquist up`): it redeploys the failed "
         "application. The replica's whole log is in the Ray dashboard's Serve tab (or `ray logs`)."

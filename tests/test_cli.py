@@ -62,7 +62,8 @@ def test_ask_output_shows_the_sources_before_the_answer(capsys: pytest.CaptureFi
         conversation_pb2.ServerEvent(token=conversation_pb2.AnswerToken(text="Tatia Rosenthal.")),
         conversation_pb2.ServerEvent(turn_end=common_pb2.TurnEnd(reason=common_pb2.TURN_END_REASON_COMPLETED)),
     ]
-    assert cli._print_stream(iter(events)).HasField("turn_end")
+    last = cli._print_stream(iter(events))
+    assert last is not None and last.HasField("turn_end")
     captured = capsys.readouterr()
     assert "source: $9.99 | DIRECTED_BY | Tatia Rosenthal" in captured.err
     assert captured.out.strip() == "Tatia Rosenthal."
@@ -107,4 +108,5 @@ def test_a_failed_deployment_names_the_deployment_its_error_and_what_to_do():
     message = failure_message("conversation", app)
     assert "TTS: EspeakError: libespeak-ng is not installed (Debian: apt-get install libespeak-ng1)" in message
     assert "LLMServer" not in message and "Traceback" not in message
+    assert message.startswith("application 'conversation' failed to deploy (DEPLOY_FAILED):\n")
     assert "run the same command again" in message
