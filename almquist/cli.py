@@ -24,7 +24,7 @@ from almquist.v1 import common_pb2, conversation_pb2
 
 # Messages are never wrapped to the terminal: scripts and tests read them, and a wrap would split their words.
 console = Console(stderr=True, soft_wrap=True)
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 
 
 def _ray_bin() -> str:
