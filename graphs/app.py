@@ -80,7 +80,8 @@ def compose(
     graph_rag = placed(GraphRAG).bind(
         llm=llm, embeddings=embeddings, knowledge=config.knowledge, kgqa=config.kgqa, news=config.news
     )
-    families: dict[str, Application] = {}
+    # bound applications where Handles declares DeploymentHandles: Serve passes each to the ingress as its handle
+    families: dict[str, Any] = {}
     for field, (deployment, (area, name)) in FAMILIES.items():
         family_config = getattr(getattr(config, area), name)
         if family_config is not None:

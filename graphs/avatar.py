@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from ray.serve.handle import DeploymentHandle
@@ -40,6 +40,7 @@ from almquist.v1 import avatar_pb2, common_pb2
 from deployments.tts import split_sentences
 from graphs.avatar_direction import Direction, Director
 from graphs.face import EmotionChange, FaceAnimator, viseme_spans
+from graphs.handles import streaming
 from graphs.visemes import ARKIT_NAMES, VISEME_INDEX
 
 PROTOCOL_VERSION = 1
@@ -51,11 +52,11 @@ _SHOTS = {"medium": avatar_pb2.SHOT_MEDIUM, "close_up": avatar_pb2.SHOT_CLOSE_UP
 _KIND_ORDER = {"environment": 0, "camera": 1, "emotion": 2, "gesture": 3, "audio": 4, "face": 5, "viseme": 6}
 
 
-def scene_enum(scene: str) -> int:
+def scene_enum(scene: str) -> avatar_pb2.Scene:
     return avatar_pb2.Scene.Value(f"SCENE_{scene.upper()}")
 
 
-def emotion_enum(kind: str) -> int:
+def emotion_enum(kind: str) -> avatar_pb2.EmotionKind:
     return avatar_pb2.EmotionKind.Value(f"EMOTION_KIND_{kind.upper()}")
 
 
@@ -174,7 +175,7 @@ class AvatarTurn:
         self._send_end(common_pb2.TURN_END_REASON_COMPLETED, "", stop_s)
         return self.spoken_s
 
-    async def stop(self, reason: int, detail: str) -> float:
+    async def stop(self, reason: common_pb2.TurnEndReason, detail: str) -> float:
         """Stops at once (an interrupt or an error): nothing after the next frame boundary; then the TurnEnd.
         Returns the seconds spoken up to the stop."""
         now = self._stream.now()
@@ -199,7 +200,7 @@ class AvatarTurn:
             return self._stream.now()
         return self._start_s + self._samples / self._stream.voice.sample_rate_hz
 
-    def _send_end(self, reason: int, detail: str, stop_s: float) -> None:
+    def _send_end(self, reason: common_pb2.TurnEndReason, detail: str, stop_s: float) -> None:
         if self._ended:
             return
         self._ended = True
@@ -256,7 +257,7 @@ class AvatarTurn:
                 sentence, voice.voice, self._config.rate, direction.speech_emotion
             )
             try:
-                async for chunk in stream:
+                async for chunk in streaming(stream):
                     if first_chunk_s < 0:
                         first_chunk_s = time.monotonic() - started
                     pcm.append(chunk.pcm16)
@@ -298,8 +299,9 @@ class AvatarTurn:
         timed = [(name, start_s + begin, duration) for name, begin, duration in speech.phonemes]
         spans = viseme_spans(timed, stream.voice.phoneme_kinds)
         for span in spans:
+            viseme_id = cast(avatar_pb2.VisemeId, VISEME_INDEX[span.viseme])  # VISEMES is in VisemeId order
             viseme = avatar_pb2.Viseme(
-                id=VISEME_INDEX[span.viseme], start_s=span.start_s, duration_s=span.end_s - span.start_s, weight=1.0
+                id=viseme_id, start_s=span.start_s, duration_s=span.end_s - span.start_s, weight=1.0
             )
             events.append(avatar_pb2.AvatarEvent(time_s=span.start_s, viseme=viseme))
         frames = stream.face.frames(start_s, end_s, spans)

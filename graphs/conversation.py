@@ -53,7 +53,7 @@ from almquist.images import open_image
 from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, media_pb2
 from deployments.llm.engine import ChatMessage
 from graphs.avatar import AvatarStream, AvatarTurn, Voice, voice_of
-from graphs.handles import Handles
+from graphs.handles import Handles, streaming
 from graphs.knowledge import citation_proto
 from graphs.rpc import aborting
 from graphs.speech import AudioInput, HeardSpeech
@@ -388,7 +388,7 @@ class ConversationService:
         stream = self._router.options(stream=True).route.remote(turn)
         try:
             item: TurnEvent
-            async for item in stream:
+            async for item in streaming(stream):
                 if isinstance(item, RouteDecision):
                     route = item.route
                     yield conversation_pb2.ServerEvent(

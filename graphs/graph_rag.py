@@ -36,6 +36,7 @@ from almquist.stores.schema import NEWS_COLLECTION
 from deployments.kgqa import EngineLoader, KGQAEngine, KGQAResult, load_engine
 from deployments.llm.engine import TokenChunk
 from graphs.graph_tools import DEFAULT_MAX_HOPS, ActorQueryRunner, GraphTools
+from graphs.handles import streaming
 from graphs.news import NO_ITEMS, NewsRetriever, RankedItem
 from graphs.turn import Citation, Turn
 
@@ -154,7 +155,7 @@ class GraphRAG:
             # No knowledge base yet (`almquist kb metaqa` + `almquist kb train` load one): the model answers alone
             # and is told so, rather than the turn failing.
             request = turn.generation_request(turn.system_prompt + UNGROUNDED_NOTE)
-            async for chunk in self._llm.options(stream=True).generate.remote(request):
+            async for chunk in streaming(self._llm.options(stream=True).generate.remote(request)):
                 yield chunk
             return
         if not result.answers:
@@ -170,7 +171,7 @@ class GraphRAG:
         request = turn.generation_request(
             turn.system_prompt + GROUNDED_NOTE + "\n" + facts_prompt(result, self._config.cited_answers)
         )
-        async for chunk in self._llm.options(stream=True).generate.remote(request):
+        async for chunk in streaming(self._llm.options(stream=True).generate.remote(request)):
             yield chunk
 
     async def news_items(self, text: str, now: float | None = None) -> list[RankedItem]:
@@ -208,7 +209,7 @@ class GraphRAG:
         request = turn.generation_request(
             turn.system_prompt + NEWS_GROUNDED_NOTE + "\n" + self._news.facts_prompt(ranked, now)
         )
-        async for chunk in self._llm.options(stream=True).generate.remote(request):
+        async for chunk in streaming(self._llm.options(stream=True).generate.remote(request)):
             yield chunk
 
     async def search(self, text: str, limit: int = 10, kind: str = "") -> list[dict[str, Any]]:

@@ -9,8 +9,9 @@ Adding a model family adds its field here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,9 @@ class Handles:
     separation: DeploymentHandle | None = None
     music_analysis: DeploymentHandle | None = None
     music_gen: DeploymentHandle | None = None
+
+
+def streaming(response: DeploymentResponse[Any] | DeploymentResponseGenerator[Any]) -> DeploymentResponseGenerator[Any]:
+    """A streaming call's response, `handle.options(stream=True).method.remote(...)`, typed as what it is: Ray types
+    every `.remote()` as either response, and `stream=True` makes it the generator (iterated as it comes)."""
+    return cast(DeploymentResponseGenerator[Any], response)

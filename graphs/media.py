@@ -23,7 +23,7 @@ from almquist.config import AudioConfig, AudioLimits, SpeechConfig
 from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, Unimplemented, as_almquist_error
 from almquist.v1 import common_pb2, media_pb2
 from deployments.llm.engine import ChatMessage, GenerationRequest
-from graphs.handles import Handles
+from graphs.handles import Handles, streaming
 from graphs.rpc import abort, aborting, streamed
 from graphs.speech import ChunkDecoder, SpeechTurn
 
@@ -171,7 +171,7 @@ class MediaService:
             loras=tuple(request.loras),
         )
         total = 0
-        async for item in streamed(grpc_context, stream):
+        async for item in streamed(grpc_context, streaming(stream)):
             if isinstance(item, ImageProgress):
                 total = item.total_steps
                 yield media_pb2.MediaProgress(step=item.step, total_steps=item.total_steps)
@@ -265,7 +265,7 @@ class MediaService:
         tts = self._handle(grpc_context, "tts", "speech.tts")
         stream = tts.options(stream=True).synthesize.remote(request.text, request.voice, request.rate, request.emotion)
         sequence = 0
-        async for chunk in streamed(grpc_context, stream):
+        async for chunk in streamed(grpc_context, streaming(stream)):
             yield media_pb2.SynthesizeChunk(
                 audio=common_pb2.AudioChunk(
                     pcm16=chunk.pcm16,
@@ -346,7 +346,7 @@ class MediaService:
             chunk = request.audio
             mix = self._samples(grpc_context, chunk, self._audio_config.separation.audio)  # type: ignore[union-attr]
             stream = separation.options(stream=True).separate.remote(mix, chunk.sample_rate_hz)
-        async for stem in streamed(grpc_context, stream):
+        async for stem in streamed(grpc_context, streaming(stream)):
             yield media_pb2.MediaResult(
                 kind=f"stem:{stem.stem}",
                 mime_type="audio/wav",
@@ -377,7 +377,7 @@ class MediaService:
             request.prompt, request.duration_s, melody, melody_rate, request.seed
         )
         try:
-            async for item in streamed(grpc_context, stream):
+            async for item in streamed(grpc_context, streaming(stream)):
                 if isinstance(item, MusicProgress):
                     yield media_pb2.MediaProgress(step=item.step, total_steps=item.total_steps)
                 elif isinstance(item, MusicOutput):

@@ -20,6 +20,7 @@ from almquist import metrics
 from almquist.config import RouterConfig
 from almquist.errors import FailedPrecondition
 from deployments.llm.engine import TokenChunk
+from graphs.handles import streaming
 from graphs.turn import MediaItem, RouteDecision, Turn, TurnEvent
 
 _DRAW_PREFIX = re.compile(
@@ -153,7 +154,7 @@ class Router:
             stream = self._graph_rag.options(stream=True).answer.remote(turn, decision.intent)
         else:
             stream = self._llm.options(stream=True).generate.remote(turn.generation_request())
-        async for chunk in stream:
+        async for chunk in streaming(stream):
             yield chunk
 
     async def _draw(self, turn: Turn) -> AsyncIterator[TokenChunk | MediaItem]:
@@ -163,8 +164,10 @@ class Router:
         prompt = drawing_prompt(turn.text)
         init_image = (turn.image.data, turn.image.mime_type) if turn.image is not None else None
         output = None
-        async for item in self._image_gen.options(stream=True).generate.remote(prompt, init_image=init_image):
+        stream = self._image_gen.options(stream=True).generate.remote(prompt, init_image=init_image)
+        async for item in streaming(stream):
             output = item  # progress events, then the image; Converse has no progress event: keep the last
+        assert output is not None  # ImageGen's stream ends with the image, or raises
         caption = f"Here is {prompt}." if init_image is None else f"Here is your picture, redrawn as {prompt}."
         words = re.findall(r"\S+\s*", caption)
         for i, word in enumerate(words):

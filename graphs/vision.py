@@ -16,7 +16,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -27,6 +27,7 @@ from almquist.images import open_image
 from deployments.depth import describe_distance
 from deployments.detection import Detection
 from deployments.llm.engine import TokenChunk
+from graphs.handles import streaming
 from graphs.turn import Citation, Turn
 
 _ARTICLE = re.compile(r"^(?:a photo of |an image of )?(?:a|an|the|some)\s+", re.IGNORECASE)
@@ -182,8 +183,8 @@ class SceneDescriber:
         )
         request = turn.generation_request(system_prompt=system)
         answer = ""
-        finish = "stop"
-        async for chunk in self._llm.options(stream=True).generate.remote(request):
+        finish: Literal["stop", "length"] = "stop"
+        async for chunk in streaming(self._llm.options(stream=True).generate.remote(request)):
             answer += chunk.text
             finish = chunk.finish_reason or finish
         vocabulary = {object_name(q) for q in self._config.scene_queries}

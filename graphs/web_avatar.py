@@ -208,4 +208,4 @@ class WebAvatar:
 def build_app(args: dict[str, Any]) -> Application:
     """Serve's application builder (`import_path: graphs.web_avatar:build_app`); `args` is a WebAvatarConfig."""
     config = WebAvatarConfig.model_validate(args or {})
-    return WebAvatar.bind(config.model_dump())
+    return WebAvatar.bind(config.model_dump())  # type: ignore[attr-defined]  # a Deployment; mypy sees the class
