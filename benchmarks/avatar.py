@@ -54,7 +54,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import numpy as np
@@ -133,7 +133,9 @@ class ScriptedEngine:
         for index, text in enumerate(tokens):
             self.stats.tokens_generated += 1
             last = index == len(tokens) - 1
-            finish = ("stop" if len(tokens) == len(answer_tokens(self.answer)) else "length") if last else None
+            finish: Literal["stop", "length"] | None = None
+            if last:
+                finish = "stop" if len(tokens) == len(answer_tokens(self.answer)) else "length"
             yield TokenChunk(token_id=-1, text=text, index=index, finish_reason=finish)
             await asyncio.sleep(0)  # a cancelled turn stops here, as a real engine does between tokens
         self.stats.last_request_tokens = len(tokens)
@@ -265,7 +267,7 @@ async def serve_baseline(config: AvatarConfig, answer: str) -> None:
     from graphs.avatar import voice_of
     from tests.local_deployment import LocalDeployment
 
-    tts = LocalDeployment(TextToSpeech.func_or_class(TTSConfig()))
+    tts = LocalDeployment(TextToSpeech.func_or_class(TTSConfig()))  # type: ignore[attr-defined]  # a Deployment
     voice = await voice_of(tts, config.voice)  # type: ignore[arg-type]  # called like a handle
     server = grpc.aio.server()
     conversation_pb2_grpc.add_ConversationServicer_to_server(BaselineConversation(config, voice, answer), server)
@@ -591,7 +593,7 @@ def start_serve(config: AvatarConfig, answer: str, work: Path, transport: str = 
     os.environ[ray_constants.RAY_WORKER_NICENESS] = "0"
     os.environ["RAY_SERVE_PROXY_USE_GRPC"] = "1" if transport == "grpc" else "0"
     # "local": a Ray of its own even while `almquist up` runs one on this machine (ray.init would join that one)
-    ray.init("local", include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init("local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     grpc_port = runtime.free_port()
     serve.start(
@@ -737,8 +739,8 @@ def main() -> None:
     console.print(table)
     for path, results in paths.items():
         for count, result in results.items():
-            for error in result.errors:
-                console.print(f"{path}, {count} streams: failed streams: {error}")
+            for failure in result.errors:
+                console.print(f"{path}, {count} streams: failed streams: {failure}")
     console.print("max streams with 0 underruns: " + ", ".join(f"{p} {max_clean(r)}" for p, r in paths.items()))
 
 

@@ -61,7 +61,8 @@ async def in_process_graph(config: AppConfig) -> Any:
     llm = LocalHandle(await construct(LLMServer, config.llm))
     graph_rag = LocalHandle(await construct(GraphRAG, llm, embeddings))
     router = LocalHandle(await construct(Router, llm, graph_rag, embeddings, config.router))
-    handles = Handles(router=router, graph_rag=graph_rag, llm=llm, embeddings=embeddings)
+    # LocalHandles stand in for DeploymentHandles (duck-typed: `.options(...).method.remote(...)`)
+    handles = Handles(router=router, graph_rag=graph_rag, llm=llm, embeddings=embeddings)  # type: ignore[arg-type]
     return await construct(ConversationIngress, handles, config)
 
 

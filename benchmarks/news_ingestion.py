@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import random
 import statistics
 import tempfile
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=300.0, help="seconds during which items appear")
     parser.add_argument("--interval", type=float, default=SourceConfig.model_fields["poll_interval_s"].default)
     args = parser.parse_args(argv)
-    ray.init("local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init("local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             speed = throughput(args.items, args.runs, Path(tmp) / "throughput")

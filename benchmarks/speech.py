@@ -80,8 +80,8 @@ def speech_end_s(audio: np.ndarray) -> float:
     return (loud[-1] + 1) / RATE_HZ
 
 
-def median_time(run: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of `run()` over `repeats` runs (one warm-up first)."""
+def median_time(run: Callable[..., Any], repeats: int) -> float:
+    """Median seconds of `run()` over `repeats` runs (one warm-up first); a lambda may bind loop values as defaults."""
     run()
     times = []
     for _ in range(repeats):
@@ -151,12 +151,12 @@ def main() -> None:
     vad_ms_per_window = (time.perf_counter() - started) * 1000 / vad_windows
 
     engine = FasterWhisperEngine(stt_config)
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # no per-application INFO lines between the tables
     try:
         # ----- 1. STT real-time factor
         library = audio_s / median_time(lambda: [engine.transcribe(c, "", False, False) for c in clips], args.repeats)
-        stt = serve.run(SpeechToText.bind(stt_config), name="bench-stt", route_prefix=None)
+        stt = serve.run(SpeechToText.bind(stt_config), name="bench-stt", route_prefix=None)  # type: ignore[attr-defined]
         sequential = audio_s / median_time(
             lambda: [stt.transcribe.remote(c, "", False, False).result() for c in clips], args.repeats
         )
@@ -196,7 +196,7 @@ def main() -> None:
             first_sentence = median_time(
                 lambda e=tts_engine, v=voice: next(iter(e.synthesize(TTS_TEXT, v, 1.0, neutral))), args.repeats
             )
-            tts = serve.run(TextToSpeech.bind(config), name=f"bench-tts-{backend}", route_prefix=None)
+            tts = serve.run(TextToSpeech.bind(config), name=f"bench-tts-{backend}", route_prefix=None)  # type: ignore[attr-defined]
             asyncio.run(time_stream(tts, TTS_TEXT))  # warm-up
             streamed = [asyncio.run(time_stream(tts, TTS_TEXT)) for _ in range(args.repeats)]
             first = statistics.median(s[0] for s in streamed)

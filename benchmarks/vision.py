@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import logging
 import os
 import statistics
 import tempfile
@@ -41,8 +42,9 @@ def images(count: int, size: tuple[int, int] = (320, 240)) -> list[bytes]:
     return encoded
 
 
-def rate(run: Callable[[], Any], items: int, repeats: int) -> float:
-    """Median items per second over `repeats` runs (one warm-up first)."""
+def rate(run: Callable[..., Any], items: int, repeats: int) -> float:
+    """Median items per second over `repeats` runs (one warm-up first). `run` is called with no arguments (a lambda
+    may bind loop values as defaults)."""
     run()
     rates = []
     for _ in range(repeats):
@@ -89,6 +91,7 @@ def main() -> None:
     from deployments.detection import Detector, OwlViTEngine
     from deployments.image_gen import DiffusersEngine, ImageGen, ImageRequest
     from deployments.segmentation import SamEngine, Segmentation
+    from graphs.handles import streaming
 
     work = Path(tempfile.mkdtemp(prefix="almquist-bench-vision-"))
     if not (args.detection and args.depth and args.segmentation and args.image_gen):
@@ -113,7 +116,7 @@ def main() -> None:
     decoded = [decode_image(data) for data in encoded]
     rows: list[tuple[str, str, float, float]] = []  # (deployment, path, images/s, ratio to the library)
 
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     try:
         # ----- detection: library one by one, library batched, Serve with and without @serve.batch
         engine = OwlViTEngine(detection)
@@ -129,11 +132,11 @@ def main() -> None:
 
         library_batched = rate(batched, len(decoded), args.repeats)
         calls = [(data, "image/jpeg", QUERIES, 0.0) for data in encoded]
-        batching = serve.run(Detector.bind(detection), name="bench-detection", route_prefix=None)
+        batching = serve.run(Detector.bind(detection), name="bench-detection", route_prefix=None)  # type: ignore[attr-defined]
         served_batched = rate(serve_concurrent(batching, "detect", calls), len(calls), args.repeats)
         served_sequential = rate(serve_sequential(batching, "detect", calls), len(calls), args.repeats)
         no_batching = serve.run(
-            Detector.bind(detection.model_copy(update={"max_batch_size": 1})),
+            Detector.bind(detection.model_copy(update={"max_batch_size": 1})),  # type: ignore[attr-defined]
             name="bench-detection-1",
             route_prefix=None,
         )
@@ -157,10 +160,10 @@ def main() -> None:
         from deployments.depth import DPTEngine
 
         for name, deployment, engine_run, method, call in (
-            ("Depth", Depth.bind(depth), lambda e: [e.predict([im]) for im in decoded], "estimate", ()),
+            ("Depth", Depth.bind(depth), lambda e: [e.predict([im]) for im in decoded], "estimate", ()),  # type: ignore[attr-defined]
             (
                 "Segmentation",
-                Segmentation.bind(segmentation),
+                Segmentation.bind(segmentation),  # type: ignore[attr-defined]
                 lambda e: [e.segment(im, [], [(20.0, 20.0, 200.0, 200.0)]) for im in decoded],
                 "segment",
                 ((), [(20.0, 20.0, 200.0, 200.0)]),
@@ -189,11 +192,11 @@ def main() -> None:
             guidance_scale=image_gen.guidance_scale,
         )
         library = rate(lambda: [generator.generate(request, lambda s, t: None) for _ in range(count)], count, 1)
-        handle = serve.run(ImageGen.bind(image_gen), name="bench-imagegen", route_prefix=None)
+        handle = serve.run(ImageGen.bind(image_gen), name="bench-imagegen", route_prefix=None)  # type: ignore[attr-defined]
 
         async def drain() -> None:
             async def one() -> None:
-                async for _ in handle.options(stream=True).generate.remote("a lighthouse", seed=1):
+                async for _ in streaming(handle.options(stream=True).generate.remote("a lighthouse", seed=1)):
                     pass
 
             await asyncio.gather(*(one() for _ in range(count)))
