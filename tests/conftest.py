@@ -6,6 +6,7 @@ cluster only listens on this machine for the length of the test session).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,7 @@ def local_ray() -> Iterator[None]:
 
     started = not ray.is_initialized()
     if started:
-        ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init("local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     yield
     if started:
         ray.shutdown()

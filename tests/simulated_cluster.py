@@ -21,8 +21,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -71,7 +72,7 @@ def swap_engines(schema: Any, work: Path, llm_dir: str) -> None:
     from tests import tiny_vision
 
     vision = dict(args.get("vision") or {})
-    models = {
+    models: dict[str, Callable[[], dict[str, Any]]] = {
         "detection": lambda: {"model": tiny_vision.save_tiny_owlvit(work / "owlvit"), "backend": "owlvit"},
         "depth": lambda: {"model": tiny_vision.save_tiny_dpt(work / "dpt"), "backend": "dpt"},
         "segmentation": lambda: {"model": tiny_vision.save_tiny_sam(work / "sam")},
@@ -88,7 +89,7 @@ def swap_engines(schema: Any, work: Path, llm_dir: str) -> None:
     from tests.tiny_voice_emotion import save_tiny_voice_emotion
     from tests.tiny_whisper import save_tiny_whisper
 
-    sound = {
+    sound: dict[str, dict[str, Callable[[], dict[str, Any]]]] = {
         "speech": {
             "stt": lambda: {"model": save_tiny_whisper(work / "whisper"), "compute_type": "int8", "language": "en"},
             "diarization": lambda: {"backend": "resemblyzer", "model": None},
@@ -120,7 +121,7 @@ def deploy_planned(plan: placement.Plan, schema: Any) -> list[str]:
         if name in in_profile:
             continue
         resources = {f"node_type_{planned.node_type}": 1} if planned.node_type else {}
-        deployment = serve.deployment(PlannedStandIn, name=name).options(
+        deployment = serve.deployment(name=name)(PlannedStandIn).options(
             ray_actor_options={"num_cpus": planned.num_cpus, "num_gpus": planned.num_gpus, "resources": resources},
             autoscaling_config={
                 "min_replicas": planned.min_replicas,
@@ -159,12 +160,13 @@ def where_replicas_run() -> list[dict[str, Any]]:
             "gpu_ids": [str(i) for i in context.get_accelerator_ids().get("GPU", [])],
         }
 
-    replicas = []
+    replicas: list[dict[str, Any]] = []
     for actor in actor_table():
         name = actor.get("Name") or ""
         if actor["State"] != "ALIVE" or not name.startswith("SERVE_REPLICA::"):
             continue
-        where = ray.get(ray.get_actor(name, namespace="serve").__ray_call__.remote(locate), timeout=60)
+        replica = ray.get_actor(name, namespace="serve")
+        where = cast(dict[str, Any], ray.get(replica.__ray_call__.remote(locate), timeout=60))  # what `locate` returned
         group = groups.get(name)
         replicas.append(
             {

@@ -24,7 +24,7 @@ JAW = ARKIT_INDEX["jawOpen"]
 
 @pytest.fixture(scope="module")
 def tts() -> LocalDeployment:
-    return LocalDeployment(TextToSpeech.func_or_class(TTSConfig()))
+    return LocalDeployment(TextToSpeech.func_or_class(TTSConfig()))  # type: ignore[attr-defined]  # a Deployment
 
 
 class Recorder:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import pytest
 
@@ -79,7 +80,9 @@ def test_the_scripted_engine_streams_its_answer_word_by_word_and_stops_at_max_to
 
 def test_max_clean_stops_at_the_first_count_with_underruns_or_failed_streams():
     def result(streams: int, underruns: int, failed: int = 0) -> RunResult:
-        figures = dict.fromkeys(("lateness_p50_ms", "lateness_p99_ms", "frames_per_s", "audio_s"), math.nan)
+        figures: dict[str, Any] = dict.fromkeys(
+            ("lateness_p50_ms", "lateness_p99_ms", "frames_per_s", "audio_s"), math.nan
+        )
         figures |= dict.fromkeys(("client_cpu_pct", "server_cpu_pct", "other_cpu_pct", "wall_s"), math.nan)
         return RunResult(streams, failed, frames=1, late_frames=0, underruns=underruns, late_audio=0, **figures)
 

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -156,7 +157,8 @@ def test_bad_input_then_still_works(dialogue) -> None:
         diarize(deployment, np.zeros(31 * RATE, np.float32))
     with pytest.raises(InvalidArgument, match="over the limit of 4"):
         diarize(deployment, audio, 5)
-    for bad in (-1, 2.5, True, "2", None):
+    bad_counts: tuple[Any, ...] = (-1, 2.5, True, "2", None)  # wrong on purpose
+    for bad in bad_counts:
         with pytest.raises(InvalidArgument, match="num_speakers"):
             diarize(deployment, audio, bad)
     segments = diarize(deployment, audio)

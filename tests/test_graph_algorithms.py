@@ -352,7 +352,8 @@ def test_graph_rag_defaults_and_the_grpc_messages(knowledge: KnowledgeStore):
 
     first = ingest(knowledge, FIRST)
     ingest(knowledge, BRIDGE)
-    rag = object.__new__(GraphRAG.func_or_class)  # the deployment's class, without Serve or the actor
+    # the deployment's class, without Serve or the actor
+    rag = object.__new__(GraphRAG.func_or_class)  # type: ignore[attr-defined]
     rag._store = LocalActor(knowledge)
     rag._graph_tools = GraphTools(rag._store, knowledge)
 
@@ -406,7 +407,7 @@ class Blocking:
 
 
 def test_reads_through_the_actor_stay_prompt_while_the_replica_runs_louvain(local_ray, tmp_path: Path):
-    actor = KnowledgeStoreActor.remote(
+    actor: Any = KnowledgeStoreActor.remote(  # an ActorHandle: Ray's stubs give its methods no .remote
         KnowledgeConfig(graph=GraphStoreConfig(path=tmp_path / "graph"), vectors=VectorStoreConfig(path=tmp_path / "q"))
     )
     try:

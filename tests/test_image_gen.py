@@ -26,6 +26,7 @@ from deployments.image_gen import (
     ImageRequest,
 )
 from deployments.stepped import GenerationCancelled
+from graphs.handles import streaming
 from tests.tiny_vision import (
     save_tiny_controlnet,
     save_tiny_instruct_pix2pix,
@@ -274,6 +275,7 @@ def test_a_lora_changes_the_image_and_is_off_when_not_asked(full: Any, models: d
 
 def test_half_precision_stays_half_precision_when_controlnet_shares_the_base_modules(models: dict[str, str]) -> None:
     engine = DiffusersEngine(_config(models, dtype="float16", controlnet=models["controlnet"]))
+    assert engine._control is not None
     assert engine._text.unet is engine._image.unet is engine._control.unet  # loaded once, shared
     dtypes = {engine._text.unet.dtype, engine._text.vae.dtype, engine._text.text_encoder.dtype}
     assert dtypes == {torch.float16} and engine._control.controlnet.dtype == torch.float16
@@ -287,7 +289,7 @@ def test_an_instruct_model_that_is_not_instruct_pix2pix_is_refused_at_start(mode
 # ----- bad input, cancellation, concurrency
 
 
-BAD_REQUESTS = [
+BAD_REQUESTS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"steps": 10_000}, InvalidArgument, "the limit is 50"),
     ({"steps": -1}, InvalidArgument, "ask for 1 to 50"),
     ({"width": 100_000}, InvalidArgument, "width 100000 is outside [64, 1536]"),
@@ -401,7 +403,7 @@ def test_concurrent_requests_are_served_one_at_a_time_without_mixing(base: Any) 
     _, alone_a = run(base, seed=31, steps=3)
     _, alone_b = run(base, "a bowl of fruit", seed=32, steps=2, width=96)
 
-    async def both() -> list[list]:
+    async def both() -> tuple[list, list]:
         async def collect(prompt: str, **options: Any) -> list:
             return [event async for event in base.generate(prompt, **options)]
 
@@ -426,7 +428,7 @@ def test_through_serve_the_stream_carries_progress_and_errors_and_a_cancel_stops
     _, expected = run(base, seed=21, steps=2)
     handle = serve.run(ImageGen.bind(_config(models).model_dump()), name="image-gen-test", route_prefix=None)
     try:
-        events = list(handle.options(stream=True).generate.remote(PROMPT, seed=21, steps=2))
+        events = list(streaming(handle.options(stream=True).generate.remote(PROMPT, seed=21, steps=2)))
         assert events[:-1] == [ImageProgress(1, 2), ImageProgress(2, 2)]
         replica = pixels(events[-1].png)
         # a replica runs torch on 1 thread (num_cpus=1), this process on more: float sums differ in the last bits
@@ -434,11 +436,11 @@ def test_through_serve_the_stream_carries_progress_and_errors_and_a_cancel_stops
         assert difference.max() <= 2, difference.max()
 
         with pytest.raises(Exception) as raised:
-            list(handle.options(stream=True).generate.remote(PROMPT, steps=10_000))
+            list(streaming(handle.options(stream=True).generate.remote(PROMPT, steps=10_000)))
         error = as_almquist_error(raised.value)
         assert isinstance(error, InvalidArgument) and "the limit is 50" in error.message
 
-        stream = handle.options(stream=True).generate.remote(PROMPT, seed=1, steps=50, width=256, height=256)
+        stream = streaming(handle.options(stream=True).generate.remote(PROMPT, seed=1, steps=50, width=256, height=256))
         assert next(stream) == ImageProgress(1, 50)
         stream.cancel()
         deadline = time.monotonic() + 30
@@ -446,7 +448,7 @@ def test_through_serve_the_stream_carries_progress_and_errors_and_a_cancel_stops
             time.sleep(0.1)
         assert stats["cancelled"] == 1 and stats["completed"] == 1
         assert stats["steps"] < 2 + 50 // 2  # the 50-step loop stopped early, not after its 50 steps
-        events = list(handle.options(stream=True).generate.remote(PROMPT, seed=21, steps=2))
+        events = list(streaming(handle.options(stream=True).generate.remote(PROMPT, seed=21, steps=2)))
         np.testing.assert_array_equal(pixels(events[-1].png), replica)  # the replica works as before the cancel
     finally:
         serve.delete("image-gen-test")

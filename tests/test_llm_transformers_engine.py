@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -23,8 +24,8 @@ def reference_greedy(model_dir: str, prompt_messages, max_new_tokens: int, gguf_
     tokenizer = AutoTokenizer.from_pretrained(model_dir, gguf_file=gguf_file)
     model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file, dtype=torch.float32).eval()
     messages = [{"role": m.role, "content": m.content} for m in prompt_messages]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = list(encoded["input_ids"] if isinstance(encoded, Mapping) else encoded)
     with torch.inference_mode():
         output = model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False)
     eos = model.generation_config.eos_token_id
@@ -34,8 +35,9 @@ def reference_greedy(model_dir: str, prompt_messages, max_new_tokens: int, gguf_
 
 async def deployment_tokens(config: LLMConfig, request: GenerationRequest, engine_cls=TransformersEngine):
     """The deployment class itself (what Serve instantiates), with the engine injected."""
-    server = LLMServer.func_or_class.__new__(LLMServer.func_or_class)
-    await LLMServer.func_or_class.__init__(server, config, engine_cls)
+    server_cls = LLMServer.func_or_class  # type: ignore[attr-defined]  # a Deployment
+    server = server_cls.__new__(server_cls)
+    await server_cls.__init__(server, config, engine_cls)
     return [chunk async for chunk in server.generate(request)], server
 
 

@@ -34,7 +34,7 @@ CHECK_TIMEOUT_S = 900  # two engine start-ups of ~40 s each on 2 cores, plus gen
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int]]:
     """A random 2-layer Llama with SmolLM2's tokenizer and chat template, and its greedy tokens in transformers."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, LlamaConfig
 
     from almquist.config import resolve_model_ref
 
@@ -66,6 +66,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[int
     inputs = tokenizer.apply_chat_template(
         [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_tensors="pt", return_dict=True
     )
+    assert isinstance(inputs, BatchEncoding)  # return_dict=True
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
     return model_dir, output[0, inputs["input_ids"].shape[1] :].tolist()

@@ -79,7 +79,7 @@ def test_harmony_equals_librosa_called_directly(deployment: MusicAnalysisDeploym
     tempo, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=RATE)
     beats_s = librosa.frames_to_time(beats, sr=RATE)
     np.testing.assert_allclose(result.beats_s, beats_s)
-    assert result.tempo_bpm == pytest.approx(refine_tempo(beats_s, float(tempo[0])))
+    assert result.tempo_bpm == pytest.approx(refine_tempo(beats_s, float(np.atleast_1d(tempo)[0])))
     np.testing.assert_allclose(result.chroma, librosa.feature.chroma_cqt(y=audio, sr=RATE).mean(axis=1), atol=1e-6)
     assert result.notes == []
 

@@ -18,7 +18,7 @@ import torch
 
 from almquist.audio import encode_wav, resample
 from almquist.config.audio import AudioLimits, MusicGenConfig
-from almquist.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from almquist.errors import AlmquistError, FailedPrecondition, InvalidArgument, ResourceExhausted
 from deployments.music_gen import (
     MusicGen,
     MusicOutput,
@@ -230,7 +230,7 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("options", "error", "message"), BAD_REQUESTS)
 def test_bad_input_is_refused_and_the_deployment_keeps_working(
-    text: Any, options: dict[str, Any], error: type, message: str
+    text: Any, options: dict[str, Any], error: type[AlmquistError], message: str
 ) -> None:
     options = dict(options)
     prompt = options.pop("prompt", PROMPT)
@@ -255,7 +255,9 @@ BAD_MELODIES = [
 
 
 @pytest.mark.parametrize(("options", "error", "message"), BAD_MELODIES)
-def test_bad_melodies_are_refused(melodic: Any, options: dict[str, Any], error: type, message: str) -> None:
+def test_bad_melodies_are_refused(
+    melodic: Any, options: dict[str, Any], error: type[AlmquistError], message: str
+) -> None:
     with pytest.raises(error) as refused:
         run(melodic, duration_s=0.1, **options)
     assert message in refused.value.message
@@ -305,7 +307,7 @@ def test_concurrent_requests_are_served_one_at_a_time_without_mixing(text: Any) 
     _, alone_a = run(text, duration_s=0.2, seed=31)
     _, alone_b = run(text, "loud rock guitar solo", duration_s=0.3, seed=32)
 
-    async def both() -> list[list]:
+    async def both() -> tuple[list, list]:
         async def collect(prompt: str, **options: Any) -> list:
             return [event async for event in text.generate(prompt, **options)]
 

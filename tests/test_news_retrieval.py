@@ -282,7 +282,8 @@ class RecordingLLM:
 
 
 def graph_rag(store: KnowledgeStore, engine: SentenceTransformerEngine, tmp_path: Path) -> GraphRAG:
-    rag = object.__new__(GraphRAG.func_or_class)  # the deployment's class, without Serve or the actor
+    # the deployment's class, without Serve or the actor
+    rag = object.__new__(GraphRAG.func_or_class)  # type: ignore[attr-defined]
     rag._store = LocalActor(store)
     rag._embeddings = LocalActor(LocalEmbeddings(engine))
     rag._llm = RecordingLLM()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def cpus_per_node(report: placement.PlanReport) -> int:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, report: placement.PlanReport) -> dict:
-    args = {"work": str(tmp_path_factory.mktemp("sim-cluster")), "llm_dir": str(tiny_llama_dir)}
+    args: dict[str, Any] = {"work": str(tmp_path_factory.mktemp("sim-cluster")), "llm_dir": str(tiny_llama_dir)}
     args["cpus_per_node"] = cpus_per_node(report)
     result = subprocess.run(
         [sys.executable, "-m", "tests.simulated_cluster", json.dumps(args)],

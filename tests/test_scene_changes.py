@@ -138,7 +138,7 @@ def test_wrapper_equals_scenedetect_on_a_lossless_video_file(app: SceneChanges, 
 
     frames = three_scenes() + slow_fade() + steady_pan()
     path = str(tmp_path / "video.avi")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"FFV1"), FPS, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*"FFV1"), FPS, (WIDTH, HEIGHT))
     assert writer.isOpened()
     for frame in frames:
         writer.write(frame[:, :, ::-1].copy())  # OpenCV writes BGR

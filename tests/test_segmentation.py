@@ -44,7 +44,8 @@ def sam_folder(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def segmentation(sam_folder: str):
-    return Segmentation.func_or_class({"model": sam_folder, "max_prompts": 6, "images": {"max_side": 512}})
+    config = {"model": sam_folder, "max_prompts": 6, "images": {"max_side": 512}}
+    return Segmentation.func_or_class(config)  # type: ignore[attr-defined]  # a Deployment
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,7 @@ def test_bad_input_is_refused_and_serving_goes_on(segmentation, data, points, bo
 
 
 def test_image_over_the_limits(sam_folder: str) -> None:
-    small_limits = Segmentation.func_or_class({"model": sam_folder, "images": {"max_side": 64}})
+    small_limits = Segmentation.func_or_class({"model": sam_folder, "images": {"max_side": 64}})  # type: ignore[attr-defined]  # a Deployment
     with pytest.raises(ResourceExhausted, match="80x50"):
         _segment(small_limits, _png(_picture()), boxes=BOXES[:1])
     [result] = _segment(small_limits, _png(_picture().resize((64, 40))), boxes=[(5, 5, 40, 30)])

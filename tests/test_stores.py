@@ -17,6 +17,7 @@ import pytest
 from actors.knowledge_store import KnowledgeStore
 from almquist.config.knowledge import GraphStoreConfig, KnowledgeConfig, VectorStoreConfig
 from almquist.errors import FailedPrecondition, InvalidArgument, NotFound
+from almquist.stores.cypher_store import CypherGraphStore
 from almquist.stores.factory import open_graph_store
 from almquist.stores.queries import PUBLIC_QUERIES, QUERIES, bind
 from almquist.stores.schema import METAQA_RELATIONS, NODE_LABELS, RELATIONSHIPS, label_of
@@ -186,6 +187,7 @@ def test_pinned_queries_see_only_their_snapshot(tmp_path: Path, kb: GraphBatch):
         upsert(store, second, Snapshot("s2", 2, "test", 0.0))
         both = Reference(first, second)
         first_counts = Reference(first).counts()
+        assert isinstance(store, CypherGraphStore)  # node_counts and edge_counts are the Cypher backends'
         assert store.node_counts(max_seq=1) == {k: v for k, v in first_counts.items() if k in NODE_LABELS}
         assert store.edge_counts(max_seq=1) == {k: v for k, v in first_counts.items() if k in RELATIONSHIPS}
         assert store.counts() == both.counts()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,7 +167,7 @@ def test_concurrent_calls_share_one_batch_and_equal_single_calls(stt, singles, c
 
 def test_bad_input_is_refused_and_the_replica_keeps_working(stt, singles, clips) -> None:
     good = clips[2]
-    cases = [
+    cases: list[tuple[np.ndarray, dict[str, Any], type[Exception], str]] = [
         (np.zeros(0, np.float32), {}, InvalidArgument, "empty"),
         (np.full(1600, np.nan, np.float32), {}, InvalidArgument, "NaN"),
         ((good * 32767).astype(np.int16), {}, InvalidArgument, "floats"),

@@ -19,11 +19,15 @@ def machine_without(library: str = "", command: str = "", root: bool = False, su
             return None
         return real.which(name) or (f"/usr/bin/{name}" if name in ("apt-get", "sudo") else None)
 
+    def run(argv: list[str]) -> int:
+        ran.append(argv)
+        return 0
+
     machine = Machine(
         find_library=lambda name: None if name == library else real.find_library(name),
         which=which,
         is_root=root,
-        run=lambda argv: ran.append(argv) or 0,
+        run=run,
     )
     machine.ran = ran  # type: ignore[attr-defined]
     return machine

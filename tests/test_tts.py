@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -156,17 +157,17 @@ def test_espeak_stream_loses_nothing_and_matches_the_library() -> None:
     # later and a sentence's length varies by up to ~0.2% (108256 to 108463 samples here over 30 runs).
     espeak = Espeak.instance()
     direct = [espeak.synthesize(sentence, "en-us", 175, 50, 50, 100) for sentence in split_sentences(THREE_SENTENCES)]
-    events, offset = [], 0.0
+    events, offset_s = [], 0.0
     for result in direct:
         end_ms = result.samples.size * 1000 // 22050
         following = [*(ms for _, ms in result.phonemes[1:]), end_ms]
         kept = [(name, ms) for (name, ms), after in zip(result.phonemes, following, strict=True) if after > ms]
-        events += [(name, offset + ms / 1000) for name, ms in kept]
-        offset += result.samples.size / 22050
+        events += [(name, offset_s + ms / 1000) for name, ms in kept]
+        offset_s += result.samples.size / 22050
     ours = phonemes_of(chunks)
     assert [p.phoneme for p in ours] == [name for name, _ in events]
     assert max(abs(p.start_s - t) for p, (_, t) in zip(ours, events, strict=True)) < 0.025
-    assert samples_of(chunks).size == pytest.approx(offset * 22050, rel=0.005)
+    assert samples_of(chunks).size == pytest.approx(offset_s * 22050, rel=0.005)
 
 
 def test_first_chunk_comes_after_one_sentence(espeak_tts: TextToSpeech, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,7 +318,7 @@ def test_round_trip_through_whisper(espeak_tts: TextToSpeech, piper_tts: TextToS
         assert wer <= 0.2, (deployment.info()["backend"], heard)
 
 
-BAD_INPUTS = [
+BAD_INPUTS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"text": ""}, InvalidArgument, "text is empty"),
     ({"text": " \n\t"}, InvalidArgument, "text is empty"),
     ({"text": None}, InvalidArgument, "text is empty"),

@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -261,7 +262,7 @@ def test_bad_chunks_are_refused_and_change_nothing(config: VADConfig, one_turn: 
     model = load_vad_model(config)
     clean = feed(TurnDetector(config, model), one_turn.audio, [1000])
     detector = TurnDetector(config, model)
-    bad = [
+    bad: list[tuple[np.ndarray, dict[str, Any], str]] = [
         (np.array([0.1, np.nan] * 256, np.float32), {}, "NaN"),
         ((one_turn.audio[:1000] * 32767).astype(np.int16), {}, "floats"),
         (np.zeros((2, 1000), np.float32), {}, "1-D"),

@@ -11,6 +11,7 @@ the audio is noise, but every load, generate and decode step is the library's ow
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 # the tokenizer's whole vocabulary: prompts in tests use these words (others map to <unk>)
 _VOCABULARY = (
@@ -52,7 +53,7 @@ def _configs(vocab_size: int):
         relative_attention_max_distance=32,
         pad_token_id=0,
         eos_token_id=1,
-        decoder_start_token_id=0,
+        decoder_start_token_id=0,  # type: ignore[call-arg]  # PreTrainedConfig keeps extra keywords as attributes
     )
     # hop 8*5*4 = 160 samples at 8 kHz: 50 frames per second (as MusicGen at 32 kHz); 4 codebooks of 64 codes
     audio = EncodecConfig(
@@ -103,6 +104,11 @@ def _save(folder: str | Path, name: str, melody: bool, seed: int) -> str:
     tokenizer = _tokenizer()
     text, audio, decoder = _configs(len(tokenizer))
     torch.manual_seed(seed)
+    # the melody and the text-only families are parallel classes with no base that types both
+    config: Any
+    model: Any
+    features: Any
+    processor: Any
     if melody:
         config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, num_chroma=12)
         model = MusicgenMelodyForConditionalGeneration(config)

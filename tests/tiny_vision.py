@@ -7,6 +7,7 @@ Each builder writes a model folder under `path` and returns the folder to put in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def save_tiny_owlvit(path: Path) -> str:
@@ -163,7 +164,7 @@ def _tiny_midas_class() -> type:
     class _TinyMidas(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.backbone = timm.create_model(
+            self.backbone: Any = timm.create_model(  # a timm VisionTransformer (forward_intermediates)
                 "vit_tiny_patch16_224", pretrained=False, img_size=64, embed_dim=32, depth=2, num_heads=2, num_classes=0
             )
             self.fuse = torch.nn.Conv2d(64, 16, kernel_size=3, padding=1)

@@ -35,7 +35,12 @@ def save_tiny_whisper(folder: str | Path) -> str:
     """An English-only (tiny.en vocabulary) random Whisper in CTranslate2 format under `folder`; its path."""
     import torch
     from ctranslate2.converters import TransformersConverter
-    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
+    from transformers import (  # type: ignore[attr-defined]  # WhisperTokenizerFast: transformers' lazy export
+        GenerationConfig,
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
 
     from almquist.config import resolve_model_ref
 
