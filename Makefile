@@ -51,7 +51,7 @@ bench: install  ## benchmarks, printing tables
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.speech
 	RAY_AUTH_MODE=disabled $(BIN)/python -m benchmarks.avatar
 
-lint:
+lint: protos  ## ruff and mypy (mypy types the generated stubs: they must exist)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 down:
