@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from almquist.errors import InvalidArgument
 from almquist.stores.queries import Backend, bind
-from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS, label_of, node_id
+from almquist.stores.rows import unique_edges, unique_nodes
+from almquist.stores.schema import NODE_LABELS, RELATIONSHIPS
 from almquist.stores.snapshot import Snapshot
 
 Run = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
@@ -42,9 +43,7 @@ class CypherGraphStore:
         return self._read(text, values)
 
     def upsert_nodes(self, label: str, rows: Sequence[Mapping[str, Any]], snapshot: Snapshot) -> int:
-        if label not in NODE_LABELS:
-            raise InvalidArgument(f"unknown label {label!r}; use one of {list(NODE_LABELS)}")
-        unique = list(_unique_nodes(label, rows).values())
+        unique = list(unique_nodes(label, rows).values())
 
         def work(run: Run) -> int:
             created = 0
@@ -63,12 +62,7 @@ class CypherGraphStore:
     def upsert_edges(
         self, rel_type: str, src_label: str, dst_label: str, rows: Sequence[Mapping[str, Any]], snapshot: Snapshot
     ) -> int:
-        pairs = RELATIONSHIPS.get(rel_type)
-        if pairs is None:
-            raise InvalidArgument(f"unknown relationship type {rel_type!r}; use one of {sorted(RELATIONSHIPS)}")
-        if (src_label, dst_label) not in pairs:
-            raise InvalidArgument(f"{rel_type} connects {list(pairs)}, not ({src_label!r}, {dst_label!r})")
-        unique = _unique_edges(src_label, dst_label, rows)
+        unique = unique_edges(rel_type, src_label, dst_label, rows)
         ends = {"src_label": src_label, "dst_label": dst_label}
 
         def work(run: Run) -> int:
@@ -133,32 +127,6 @@ class CypherGraphStore:
             total += removed
             if removed == 0:
                 return total
-
-
-def _unique_nodes(label: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    unique: dict[str, dict[str, str]] = {}
-    for i, row in enumerate(rows):
-        name = row.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument(f"{label} row {i} has no name; every node needs a non-empty string `name`")
-        expected = node_id(label, name)
-        given = row.get("id", expected)
-        if given != expected:
-            raise InvalidArgument(f"{label} row {i}: id {given!r} should be {expected!r} (`label:name`)")
-        unique.setdefault(expected, {"id": expected, "name": name})
-    return unique
-
-
-def _unique_edges(src_label: str, dst_label: str, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    unique: dict[tuple[str, str], dict[str, str]] = {}
-    for i, row in enumerate(rows):
-        src, dst = row.get("src"), row.get("dst")
-        if not isinstance(src, str) or not isinstance(dst, str):
-            raise InvalidArgument(f"edge row {i} needs string node ids `src` and `dst`")
-        if label_of(src) != src_label or label_of(dst) != dst_label:
-            raise InvalidArgument(f"edge row {i}: {src!r} -> {dst!r} is not {src_label} -> {dst_label}")
-        unique.setdefault((src, dst), {"src": src, "dst": dst})
-    return list(unique.values())
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from almquist.errors import FailedPrecondition, InvalidArgument
-from almquist.stores.cypher_store import _unique_edges, _unique_nodes
 from almquist.stores.queries import bind, normalize_rel
-from almquist.stores.schema import METAQA_RELATIONS, NODE_LABELS, RELATIONSHIPS, label_of, name_of, node_id
+from almquist.stores.rows import unique_edges, unique_nodes
+from almquist.stores.schema import METAQA_RELATIONS, RELATIONSHIPS, label_of, name_of, node_id
 from almquist.stores.snapshot import Snapshot
 
 Triple = tuple[str, str, str]
@@ -105,11 +105,10 @@ class InMemoryGraphStore:
         return handler(**values)
 
     def upsert_nodes(self, label: str, rows: Sequence[Mapping[str, Any]], snapshot: Snapshot) -> int:
-        if label not in NODE_LABELS:
-            raise InvalidArgument(f"unknown label {label!r}; use one of {list(NODE_LABELS)}")
+        unique = unique_nodes(label, rows)  # checked whole before anything is written
         self._snapshot_seqs.setdefault(snapshot.snapshot_id, snapshot.seq)
         created = 0
-        for row in _unique_nodes(label, rows).values():
+        for row in unique.values():
             created += row["id"] not in self._seq
             self._node(label, row["name"], snapshot.seq)
         return created
@@ -117,12 +116,7 @@ class InMemoryGraphStore:
     def upsert_edges(
         self, rel_type: str, src_label: str, dst_label: str, rows: Sequence[Mapping[str, Any]], snapshot: Snapshot
     ) -> int:
-        pairs = RELATIONSHIPS.get(rel_type)
-        if pairs is None:
-            raise InvalidArgument(f"unknown relationship type {rel_type!r}; use one of {sorted(RELATIONSHIPS)}")
-        if (src_label, dst_label) not in pairs:
-            raise InvalidArgument(f"{rel_type} connects {list(pairs)}, not ({src_label!r}, {dst_label!r})")
-        unique = _unique_edges(src_label, dst_label, rows)
+        unique = unique_edges(rel_type, src_label, dst_label, rows)
         absent = sorted({row[key] for row in unique for key in ("src", "dst")} - self._seq.keys())
         if absent:
             raise InvalidArgument(
