@@ -142,6 +142,27 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """One table: what this machine has for the profile, and whether Almquist runs; exit 1 when a row failed."""
+    from almquist import doctor, runtime
+
+    findings = doctor.diagnose(runtime.load_profile(args.profile))
+    table = Table(title=f"almquist doctor ({args.profile} profile)")
+    for column in ("check", "status", "found", "what to do"):
+        table.add_column(column)
+    colours = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for finding in findings:
+        status = f"[{colours[finding.status]}]{finding.status}[/]"
+        table.add_row(escape(finding.check), status, escape(finding.detail), escape(finding.fix))
+    out.print(table)
+    failed = [f for f in findings if f.status == "fail"]
+    if failed:
+        console.print(
+            f"[red]{len(failed)} check(s) failed[/]: do what their row says, then run `almquist doctor` again"
+        )
+    return 1 if failed else 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     try:
         _connect()
@@ -408,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="applications, deployments and replicas (Serve's status)").set_defaults(
         func=cmd_status
     )
+    doctor = sub.add_parser("doctor", help="system libraries, ports, disk, memory, models, Ray auth, Serve: one table")
+    doctor.add_argument("--profile", default="local", help="a profile name or a Serve config YAML (default: local)")
+    doctor.set_defaults(func=cmd_doctor)
 
     ingest = sub.add_parser("ingest", help="poll every source of a config once and ingest what is new (progress)")
     ingest.add_argument("rest", nargs=argparse.REMAINDER, help="SOURCES.yaml [--state-dir DIR] [--secrets FILE]")
