@@ -1,10 +1,11 @@
-"""Serve's single gRPC ingress: the Conversation, Knowledge and Media services, composed explicitly.
+"""Serve's single gRPC ingress: the Conversation, Knowledge and Media services (and the standard gRPC Health
+service), composed explicitly.
 
 A Serve application has one ingress deployment, and Serve's gRPC proxy calls the ingress's method named like the
 RPC. So the ingress holds one object per gRPC service (graphs/conversation.py, graphs/knowledge.py,
-graphs/media.py), each built from what it depends on, and exposes every RPC of every service as its own method:
-the method names come from the proto descriptors, so an RPC added to a proto without its implementation fails at
-start-up, and two services cannot both claim a method name (the proxy routes by name alone).
+graphs/media.py, graphs/health.py), each built from what it depends on, and exposes every RPC of every service as
+its own method: the method names come from the proto descriptors, so an RPC added to a proto without its
+implementation fails at start-up, and two services cannot both claim a method name (the proxy routes by name alone).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health_pb2
 from ray import serve
 
 from almquist.config import AppConfig
 from almquist.v1 import conversation_pb2, knowledge_pb2, media_pb2
 from graphs.conversation import ConversationService
 from graphs.handles import Handles
+from graphs.health import HealthService, application_serving
 from graphs.knowledge import KnowledgeService
 from graphs.media import MediaService
 
@@ -25,7 +28,13 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     conversation_pb2.DESCRIPTOR.services_by_name["Conversation"],
     knowledge_pb2.DESCRIPTOR.services_by_name["Knowledge"],
     media_pb2.DESCRIPTOR.services_by_name["Media"],
+    health_pb2.DESCRIPTOR.services_by_name["Health"],  # grpc.health.v1: Check, Watch, List
 )
+
+
+def service_names() -> list[str]:
+    """The full names of SERVICES (the ingress's class, pickled by value, cannot hold the descriptors)."""
+    return [descriptor.full_name for descriptor in SERVICES]
 
 
 def rpc_methods(services: dict[str, Any]) -> dict[str, Any]:
@@ -45,8 +54,9 @@ def rpc_methods(services: dict[str, Any]) -> dict[str, Any]:
 
 @serve.deployment(name="ConversationIngress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=256)
 class ConversationIngress:
-    """In: every RPC of `almquist.v1.Conversation`, `.Knowledge` and `.Media`, from Serve's gRPC proxy (or a
-    handle). Out: what the service that owns the RPC answers; the ingress itself adds nothing to a call."""
+    """In: every RPC of `almquist.v1.Conversation`, `.Knowledge` and `.Media` and of `grpc.health.v1.Health`, from
+    Serve's gRPC proxy (or a handle). Out: what the service that owns the RPC answers; the ingress itself adds
+    nothing to a call."""
 
     def __init__(self, handles: Handles, config: AppConfig | dict[str, Any] | None = None) -> None:
         app_config = AppConfig.model_validate(config or {})
@@ -54,6 +64,8 @@ class ConversationIngress:
             "almquist.v1.Conversation": ConversationService(handles, app_config),
             "almquist.v1.Knowledge": KnowledgeService(handles.graph_rag),
             "almquist.v1.Media": MediaService(handles, app_config.speech, app_config.audio),
+            # SERVING while every deployment of this replica's application has a running replica
+            "grpc.health.v1.Health": HealthService(service_names(), application_serving()),
         }
         # Bound on the instance: Serve looks the RPC's method up by name on the replica's object, so the call goes
         # straight to the service's method (no extra await or async-generator layer on the hot path).
