@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import threading
 import time
 from collections import Counter, defaultdict
@@ -443,6 +444,9 @@ def test_reads_through_the_actor_stay_prompt_while_the_replica_runs_louvain(loca
     assert count > 1
     during = [latency for latency, at in reads if at < took]
     # Computed in the actor, the first read sent after the computation would wait for all of it: at most the one
-    # read that got in first could finish meanwhile. Here reads keep finishing, each a small part of it.
+    # read that got in first could finish meanwhile. Here reads keep finishing, the typical one a small part of it.
+    # (The median, not the slowest: one read may wait out the actor's short edge export, and on a loaded machine one
+    # may wait for the CPU; CI once saw a single 0.76 s read among 20-ms ones during a 2.3 s computation.)
     assert len(during) >= 5, f"{len(during)} reads finished during a {took:.2f} s computation"
-    assert max(during) < took / 4, f"slowest read {max(during):.3f} s during a {took:.2f} s computation"
+    typical = statistics.median(during)
+    assert typical < took / 10, f"median read {typical:.3f} s during a {took:.2f} s computation"
