@@ -63,15 +63,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         subprocess.run(head, check=True, stdout=subprocess.DEVNULL)
     _connect()
     console.print(f"[bold]Deploying profile[/] {runtime.profile_path(args.profile)}")
-    submitted = runtime.deploy(schema)
+    runtime.deploy(schema)
     names = [app.name for app in schema.applications]
     try:
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             status = runtime.wait_running(
-                names,
-                timeout_s=args.timeout,
-                on_update=lambda s: live.update(_status_table(s)),
-                deployed_after=submitted,
+                names, timeout_s=args.timeout, on_update=lambda s: live.update(_status_table(s))
             )
     except (runtime.DeploymentFailed, TimeoutError) as error:
         console.print()  # off the status table's last line

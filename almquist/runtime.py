@@ -69,10 +69,10 @@ class DeploymentFailed(RuntimeError):
     line, and what to do."""
 
 
-def deploy(schema) -> float:
+def deploy(schema) -> None:
     """Starts Serve with the profile's proxy options and submits its applications (as `serve run` does). An
-    application left failed by an earlier try is deleted first, so a rerun after a fix deploys it afresh. Returns
-    the time of the submission: statuses older than it are stale (see `wait_running`)."""
+    application left failed by an earlier try is deleted first (serve.delete waits until it is gone), so a rerun
+    after a fix deploys it afresh and never reads the earlier try's failed status as its own."""
     from ray import serve
     from ray.serve._private import api as serve_api
     from ray.serve.config import gRPCOptions
@@ -86,9 +86,7 @@ def deploy(schema) -> float:
     for app in schema.applications:
         if app.name in current and current[app.name].status in FAILED_STATES:
             serve.delete(app.name)
-    submitted = time.time()
     client.deploy_apps(schema, _blocking=False)
-    return submitted
 
 
 def last_error_line(message: str) -> str:
@@ -116,14 +114,8 @@ def failure_message(name: str, app: Any) -> str:
     )
 
 
-def wait_running(
-    app_names: list[str],
-    timeout_s: float = 600.0,
-    on_update: Callable[[Any], None] | None = None,
-    deployed_after: float = 0.0,
-) -> Any:
-    """Polls Serve's status until every app is RUNNING; raises DeploymentFailed when one fails. A failed status from
-    before `deployed_after` (an earlier try's, not yet replaced) is not taken as this try's."""
+def wait_running(app_names: list[str], timeout_s: float = 600.0, on_update: Callable[[Any], None] | None = None) -> Any:
+    """Polls Serve's status until every app is RUNNING; raises DeploymentFailed when one fails."""
     from ray import serve
 
     deadline = time.monotonic() + timeout_s
@@ -132,11 +124,7 @@ def wait_running(
         if on_update:
             on_update(status)
         states = {name: status.applications.get(name) for name in app_names}
-        failed = {
-            n: s
-            for n, s in states.items()
-            if s is not None and s.status in FAILED_STATES and s.last_deployed_time_s >= deployed_after
-        }
+        failed = {n: s for n, s in states.items() if s is not None and s.status in FAILED_STATES}
         if failed:
             raise DeploymentFailed("\n".join(failure_message(n, s) for n, s in failed.items()))
         if all(s is not None and s.status == "RUNNING" for s in states.values()):
