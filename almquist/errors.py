@@ -46,6 +46,18 @@ class Unimplemented(AlmquistError):
     code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class Unauthenticated(AlmquistError):
+    """No credential, or one that is unknown, revoked or expired."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(AlmquistError):
+    """A known identity whose role does not allow the call (never used to hide another's data: that is NotFound)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 def status_code_of(error: BaseException) -> grpc.StatusCode:
     """The gRPC status for an exception, unwrapping Ray's task errors to reach an AlmquistError."""
     cause = getattr(error, "cause", None)  # ray.exceptions.RayTaskError keeps the user's exception here
