@@ -52,6 +52,7 @@ TEST_NEEDS = (
     ),
     Need("protoc", "command", "protoc", ("protobuf-compiler",), "the C++ avatar client (unreal/)"),
     Need("chromium", "command", "chromium", ("chromium", "fonts-dejavu-core"), "the browser avatar's test"),
+    Need("PostgreSQL", "command", "pg_ctlcluster", ("postgresql",), "the durable store's server backend (tests)"),
 )
 PROFILES = {"run": RUN_NEEDS, "test": TEST_NEEDS}
 
