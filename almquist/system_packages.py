@@ -53,6 +53,8 @@ TEST_NEEDS = (
     Need("protoc", "command", "protoc", ("protobuf-compiler",), "the C++ avatar client (unreal/)"),
     Need("chromium", "command", "chromium", ("chromium", "fonts-dejavu-core"), "the browser avatar's test"),
     Need("PostgreSQL", "command", "pg_ctlcluster", ("postgresql",), "the durable store's server backend (tests)"),
+    # TLS is off by default, so `make run` does not need it; `almquist up --tls-cert ...` says to install it
+    Need("nginx", "command", "nginx", ("nginx",), "the TLS front's tests (almquist/ops/tls_front.py)"),
 )
 PROFILES = {"run": RUN_NEEDS, "test": TEST_NEEDS}
 
