@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 
 from almquist.audio import encode_wav, pcm16_to_float, speech_input, to_mono
 from almquist.config import AudioConfig, AudioLimits, SpeechConfig
-from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, Unimplemented, as_almquist_error
+from almquist.errors import InvalidArgument, ResourceExhausted, Unimplemented, public_error
 from almquist.v1 import common_pb2, media_pb2
 from deployments.llm.engine import ChatMessage, GenerationRequest
 from graphs.handles import Handles, streaming
@@ -247,8 +247,8 @@ class MediaService:
             while (partial := await partials.get()) is not None:
                 yield partial
             await reader
-        except AlmquistError as error:
-            abort(grpc_context, error)
+        except Exception as error:  # the audio's own errors, or a failed partial: a code and a plain message
+            abort(grpc_context, public_error(error, "the transcription"))
         finally:
             reader.cancel()
         if turn.seconds == 0:
@@ -256,7 +256,7 @@ class MediaService:
         try:
             heard = await turn.finish()
         except Exception as error:
-            abort(grpc_context, as_almquist_error(error) or AlmquistError(f"transcription failed: {error!r}"))
+            abort(grpc_context, public_error(error, "the transcription"))
         yield heard.transcript()
 
     async def Synthesize(
@@ -388,7 +388,8 @@ class MediaService:
                         "model": item.model,
                     }
                     if lyrics_task is not None:
-                        metadata["lyrics"] = await lyrics_task
+                        with aborting(grpc_context, "writing the lyrics"):
+                            metadata["lyrics"] = await lyrics_task
                     yield media_pb2.MediaProgress(
                         step=1,
                         total_steps=1,
