@@ -1,18 +1,23 @@
 """Starting and stopping Almquist on Ray: profiles (Serve config files) deployed the way `serve run` does it.
 
 A profile is a file in `serve_config/` in Ray's own `ServeDeploySchema`; nothing here rewrites it except the
-ports a caller overrides (tests pick free ones).
+ports and the HTTP bind address a caller overrides (tests pick free ports; TLS moves the proxies behind its front).
+
+The Ray that `almquist up` starts is locked: token auth (Ray's `RAY_AUTH_MODE=token`, 2.52+), its token created
+once outside the repo where every Ray client of this machine looks for it, and the dashboard on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +44,11 @@ def profile_path(profile: str | Path) -> Path:
     return candidate
 
 
-def load_profile(profile: str | Path, grpc_port: int | None = None, http_port: int | None = None):
-    """The profile parsed with Ray's `ServeDeploySchema`, ports optionally overridden."""
+def load_profile(
+    profile: str | Path, grpc_port: int | None = None, http_port: int | None = None, host: str | None = None
+):
+    """The profile parsed with Ray's `ServeDeploySchema`, ports and the HTTP proxy's bind address optionally
+    overridden. (Serve 2.60's gRPC proxy has no bind address: it listens on `[::]:<port>`.)"""
     from ray.serve.schema import ServeDeploySchema
 
     raw: dict[str, Any] = yaml.safe_load(profile_path(profile).read_text())
@@ -52,6 +60,8 @@ def load_profile(profile: str | Path, grpc_port: int | None = None, http_port: i
                 args["grpc_target"] = f"{str(args['grpc_target']).rpartition(':')[0] or 'localhost'}:{grpc_port}"
     if http_port is not None:
         raw.setdefault("http_options", {})["port"] = http_port
+    if host is not None:
+        raw.setdefault("http_options", {})["host"] = host
     return ServeDeploySchema.model_validate(raw)
 
 
@@ -134,12 +144,77 @@ def wait_running(app_names: list[str], timeout_s: float = 600.0, on_update: Call
         time.sleep(1.0)
 
 
-def endpoints(schema, host: str = "localhost") -> dict[str, str]:
+def endpoints(schema, host: str = "localhost", tls: Any = None) -> dict[str, str]:
+    """Where things answer. With a TLS front (`almquist.ops.tls_front.TLSConfig`), its public ports come first and
+    the Serve proxies' own ports are this machine's plaintext way in."""
+    found = {}
+    if tls is not None:
+        public = "localhost" if tls.listen_host in ("127.0.0.1", "::1", "localhost") else tls.listen_host
+        found["gRPC (TLS)"] = f"{public}:{tls.grpc_port}"
+        found["HTTPS"] = f"https://{public}:{tls.http_port}"
     return {
+        **found,
         "gRPC (Serve proxy)": f"{host}:{schema.grpc_options.port}",
         "HTTP (Serve proxy)": f"http://{host}:{schema.http_options.port}",
         "Ray dashboard": f"http://{host}:8265",
     }
+
+
+# ---- a locked Ray: token auth ----
+AUTH_MODE_VAR, AUTH_TOKEN_VAR, AUTH_TOKEN_PATH_VAR = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def ray_auth_token_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where Ray reads its token (after the `RAY_AUTH_TOKEN` variable): `RAY_AUTH_TOKEN_PATH`, else Ray's default
+    `~/.ray/auth_token`. The default is kept on purpose: `ray.init(address="auto")` in the CLI and in notebooks,
+    `ray job submit` and the dashboard's login find it there without a variable. It is never in the repo."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    return Path(env.get(AUTH_TOKEN_PATH_VAR) or Path(env.get("HOME") or Path.home()) / ".ray" / "auth_token")
+
+
+def ensure_ray_auth_token(environ: Mapping[str, str] | None = None) -> tuple[Path | None, bool]:
+    """The cluster's token, created once: 256 random bits as hex (what Ray's own generator makes), written
+    owner-only (0600) and exclusively, so two `almquist up`s cannot write two tokens. An existing token is kept and
+    its mode tightened to 0600 (Ray's `ray get-auth-token --generate` writes it world-readable). Returns (path,
+    created); (None, False) when `RAY_AUTH_TOKEN` itself holds the token."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if env.get(AUTH_TOKEN_VAR):
+        return None, False
+    path = ray_auth_token_path(env)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if not path.read_text().strip():
+            raise ValueError(
+                f"the Ray auth token file {path} is empty: delete it and run `almquist up` again"
+            ) from None
+        path.chmod(0o600)
+        return path, False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path, True
+
+
+def ray_auth_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables `almquist up` runs Ray (and itself) with: `RAY_AUTH_MODE=token` with the token created once,
+    unless the caller set `RAY_AUTH_MODE` (CI sets `disabled` for its own clusters; that choice is kept)."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if env.get(AUTH_MODE_VAR):
+        return {AUTH_MODE_VAR: env[AUTH_MODE_VAR]}
+    ensure_ray_auth_token(env)
+    return {AUTH_MODE_VAR: "token"}
+
+
+def head_start_command(ray: str, num_cpus: int, host: str = "127.0.0.1") -> list[str]:
+    """`ray start --head` for this machine: the dashboard (and its job API) on 127.0.0.1 only, and, when the profile
+    listens on loopback, the node's address too (so the GCS address clients get is 127.0.0.1). Ray 2.60 has no
+    bind option for the GCS or the raylets: they listen on every interface, and token auth is what locks them."""
+    command = [ray, "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1"]
+    if host in LOOPBACK_HOSTS:
+        command += ["--node-ip-address", "127.0.0.1"]
+    return [*command, "--num-cpus", str(num_cpus)]
 
 
 # ---- the knowledge base on first start ----
