@@ -1,139 +1,121 @@
-"""`SessionStore`: per-user sessions, their conversation threads and personality, in one named Ray actor.
+"""`SessionStore`: the one Ray actor through which the serving path reads and writes the durable state.
 
-Every ingress replica talks to the same actor (`get_session_store()`), so a session survives a replica restart
-and one session can never have two live Converse streams: `claim_stream` is the lock.
+In: calls from every ingress replica and the browser bridge: sessions (each with an owner), threads, personality,
+stream leases, history with idempotency keys, and credential lookups. Out: the store's records. The state itself
+lives in `almquist.state.StateStore` (a SQLite file by default, PostgreSQL by URL), so when this actor dies Ray
+restarts it and it reopens the same store: nothing acknowledged is lost. One actor keeps an embedded SQLite file
+in one process on one node, wherever the replicas that use it run.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 
-from almquist.errors import FailedPrecondition, NotFound, ResourceExhausted
+from almquist.config.security import StateConfig
+from almquist.state import Exchange, SessionInfo, StateStore, User
 
 SESSION_STORE_NAME = "almquist_sessions"
 SESSION_STORE_NAMESPACE = "almquist"
+INTERNAL_USER = "internal"  # the owner of calls made by handle from inside the cluster (tests, notebooks on Ray)
 
-
-@dataclass(frozen=True)
-class Exchange:
-    """One user turn and the assistant's answer to it."""
-
-    turn_id: str
-    user: str
-    assistant: str
-    interrupted: bool = False
-    at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    session_id: str
-    user_id: str
-    personality: str
-    thread_id: str
-    threads: tuple[str, ...]
-    stream_id: str | None
-
-
-@dataclass
-class _Session:
-    session_id: str
-    user_id: str
-    personality: str
-    thread_id: str
-    threads: dict[str, list[Exchange]]
-    stream_id: str | None = None
-    last_seen: float = field(default_factory=time.time)
-
-    def info(self) -> SessionInfo:
-        return SessionInfo(
-            self.session_id, self.user_id, self.personality, self.thread_id, tuple(self.threads), self.stream_id
-        )
+__all__ = ["Exchange", "SessionInfo", "SessionStore", "User", "get_session_store"]
 
 
 class SessionStore:
-    """Sessions in memory, least recently used evicted first (never one with a live stream)."""
+    """The durable store's serving-path operations; every method commits before it returns."""
 
-    def __init__(self, max_sessions: int = 10_000, max_exchanges_per_thread: int = 500) -> None:
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        self._max_sessions = max_sessions
-        self._max_exchanges = max_exchanges_per_thread
+    def __init__(self, config: StateConfig | dict[str, Any] | None = None) -> None:
+        self._store = StateStore(StateConfig.model_validate(config or {}))
+        self._internal = self._store.ensure_user(INTERNAL_USER, "admin")
 
-    def create(self, user_id: str, personality: str) -> SessionInfo:
-        self._evict()
-        session_id, thread_id = uuid.uuid4().hex, uuid.uuid4().hex[:12]
-        session = _Session(session_id, user_id or "anonymous", personality, thread_id, {thread_id: []})
-        self._sessions[session_id] = session
-        return session.info()
+    def internal_user(self) -> User:
+        return self._internal
 
-    def get(self, session_id: str) -> SessionInfo:
-        return self._get(session_id).info()
+    # ----- identities -----
 
-    def open_thread(self, session_id: str, thread_id: str) -> SessionInfo:
-        """Switches the session to `thread_id`, creating the thread if it is new."""
-        session = self._get(session_id)
-        session.threads.setdefault(thread_id, [])
-        session.thread_id = thread_id
-        return session.info()
+    def user_for_key(self, credential: str) -> User | None:
+        return self._store.user_for_key(credential)
 
-    def set_personality(self, session_id: str, personality: str) -> SessionInfo:
-        session = self._get(session_id)
-        session.personality = personality
-        return session.info()
+    def external_user(self, user_id: str, name: str, role: str) -> User:
+        return self._store.ensure_external_user(user_id, name, role)
 
-    def claim_stream(self, session_id: str, stream_id: str) -> SessionInfo:
-        session = self._get(session_id)
-        if session.stream_id not in (None, stream_id):
-            raise FailedPrecondition(
-                f"session {session_id} already has a live Converse stream; close it before opening another"
-            )
-        session.stream_id = stream_id
-        return session.info()
+    def redeem_login_link(self, token: str) -> tuple[User, str] | None:
+        """A one-time login link's user and a new API key for the browser that redeemed it."""
+        user = self._store.redeem_login_link(token)
+        if user is None:
+            return None
+        _, credential = self._store.create_key(user.user_id, "browser login")
+        return user, credential
+
+    # ----- sessions -----
+
+    def create(self, owner: str, personality: str, max_sessions: int = 1_000_000) -> SessionInfo:
+        return self._store.create_session(owner, personality, max_sessions)
+
+    def get(self, session_id: str, owner: str) -> SessionInfo:
+        return self._store.session(session_id, owner)
+
+    def open_thread(self, session_id: str, owner: str, thread_id: str, max_threads: int = 1_000_000) -> SessionInfo:
+        return self._store.open_thread(session_id, owner, thread_id, max_threads)
+
+    def set_personality(self, session_id: str, owner: str, personality: str) -> SessionInfo:
+        return self._store.set_personality(session_id, owner, personality)
+
+    def claim_stream(
+        self, session_id: str, owner: str, stream_id: str, ttl_s: float, max_streams: int = 1_000_000
+    ) -> SessionInfo:
+        return self._store.claim_stream(session_id, owner, stream_id, ttl_s, max_streams)
+
+    def renew_stream(self, session_id: str, stream_id: str, ttl_s: float) -> bool:
+        return self._store.renew_stream(session_id, stream_id, ttl_s)
 
     def release_stream(self, session_id: str, stream_id: str) -> None:
-        session = self._sessions.get(session_id)
-        if session is not None and session.stream_id == stream_id:
-            session.stream_id = None
+        self._store.release_stream(session_id, stream_id)
 
-    def append(self, session_id: str, thread_id: str, exchange: Exchange) -> None:
-        thread = self._get(session_id).threads.setdefault(thread_id, [])
-        thread.append(exchange)
-        del thread[: -self._max_exchanges]
+    # ----- history -----
+
+    def append(self, session_id: str, thread_id: str, exchange: Exchange, idempotency_key: str | None = None) -> bool:
+        return self._store.append(session_id, thread_id, exchange, idempotency_key)
+
+    def answered(self, session_id: str, idempotency_key: str) -> Exchange | None:
+        return self._store.answered(session_id, idempotency_key)
 
     def history(self, session_id: str, thread_id: str | None = None, last: int = 6) -> list[Exchange]:
-        session = self._get(session_id)
-        thread = session.threads.get(thread_id or session.thread_id, [])
-        return thread[-last:] if last > 0 else []
+        return self._store.history(session_id, thread_id, last)
+
+    # ----- a user's data -----
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        return self._store.export_user(user_id)
+
+    def delete_user_data(self, user_id: str) -> dict[str, int]:
+        return self._store.delete_user_data(user_id)
+
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        return self._store.delete_user(user_id)
+
+    def user(self, name_or_id: str) -> User:
+        return self._store.user_named(name_or_id)
 
     def count(self) -> int:
-        return len(self._sessions)
-
-    def _get(self, session_id: str) -> _Session:
-        session = self._sessions.get(session_id)
-        if session is None:
-            raise NotFound(f"unknown session {session_id!r}; start a new one with an empty session_id")
-        session.last_seen = time.time()
-        self._sessions.move_to_end(session_id)
-        return session
-
-    def _evict(self) -> None:
-        while len(self._sessions) >= self._max_sessions:
-            idle = next((sid for sid, s in self._sessions.items() if s.stream_id is None), None)
-            if idle is None:
-                raise ResourceExhausted(f"all {self._max_sessions} sessions have live streams; try again later")
-            del self._sessions[idle]
+        return self._store.count_sessions()
 
 
-SessionStoreActor = ray.remote(num_cpus=0, max_restarts=-1)(SessionStore)
+# max_task_retries: a call in flight when the actor dies is run again once Ray restarted it (writes are idempotent:
+# history appends carry a key)
+SessionStoreActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)(SessionStore)
 
 
-def get_session_store():
-    """The cluster's one `SessionStore` actor, created on first use."""
+def get_session_store(config: StateConfig | dict[str, Any] | None = None) -> Any:
+    """The cluster's one `SessionStore` actor, created on first use (with `config`: where the durable store is)."""
+    state = StateConfig.model_validate(config or {})
+    # max_concurrency: calls are short transactions; several at once keep one slow commit from queueing every turn
     return SessionStoreActor.options(
-        name=SESSION_STORE_NAME, namespace=SESSION_STORE_NAMESPACE, get_if_exists=True, lifetime="detached"
-    ).remote()
+        name=SESSION_STORE_NAME,
+        namespace=SESSION_STORE_NAMESPACE,
+        get_if_exists=True,
+        lifetime="detached",
+        max_concurrency=8,
+    ).remote(state.model_dump())

@@ -17,9 +17,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from almquist.cli_accounts import add_account_commands, state_config
 from almquist.cli_audio import add_audio_commands
 from almquist.cli_media import add_media_commands
 from almquist.client import DEFAULT_TARGET, Client
+from almquist.credentials import credentials_path, ensure_owner_key, login_link
+from almquist.errors import AlmquistError
 from almquist.v1 import common_pb2, conversation_pb2
 
 # Messages are never wrapped to the terminal: scripts and tests read them, and a wrap would split their words.
@@ -53,15 +56,52 @@ def _status_table(status: Any) -> Table:
 def cmd_up(args: argparse.Namespace) -> int:
     from almquist import runtime
 
-    schema = runtime.load_profile(args.profile, grpc_port=args.grpc_port, http_port=args.http_port)
-    head = [_ray_bin(), "start", "--head", "--disable-usage-stats", "--dashboard-host", "127.0.0.1"]
+    from almquist.ops import tls_front
+
+    schema = runtime.load_profile(args.profile, grpc_port=args.grpc_port, http_port=args.http_port, host=args.host)
+    public_host = schema.http_options.host
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            console.print("[red]TLS needs --tls-cert and --tls-key[/] (and --tls-client-ca for mutual TLS)")
+            return 2
+        try:
+            tls = tls_front.TLSConfig.for_ports(
+                args.tls_cert,
+                args.tls_key,
+                args.tls_client_ca,
+                public_host,
+                schema.grpc_options.port,
+                schema.http_options.port,
+            )
+            # The front takes the public ports; Serve's proxies move behind it, the HTTP one onto 127.0.0.1.
+            schema = runtime.load_profile(
+                args.profile, grpc_port=tls.backend_grpc_port, http_port=tls.backend_http_port, host="127.0.0.1"
+            )
+            front = tls_front.start(tls)  # first: a bad certificate or a missing nginx stops `up` before Ray starts
+        except (ValueError, tls_front.TLSFrontError) as error:
+            console.print(f"[red]TLS[/]: {escape(str(error))}")
+            return 2
+        mutual = ", mutual TLS" if tls.client_ca else ""
+        console.print(
+            f"[bold]TLS front[/] (nginx, pid {front.pid}{mutual}) on {public_host}: {tls.grpc_port}, {tls.http_port}"
+        )
+    elif tls_front.stop():  # an earlier `up --tls-cert ...` left its front on the ports Serve's proxies now take
+        console.print("[bold]TLS front[/] of an earlier `up` stopped (no certificate given this time)")
+    # Token auth (RAY_AUTH_MODE=token, the token created once) for `ray start`, and for this process's ray.init and
+    # job client; a RAY_AUTH_MODE the caller set is kept.
+    os.environ.update(runtime.ray_auth_env())
     # Logical CPUs, not cores: the local profile's replicas reserve ~1.6 and the knowledge job ~1 more, so a 2-core
     # laptop declares 4 and lets them share the cores rather than leave the job pending.
-    head += ["--num-cpus", str(args.num_cpus or max(4, os.cpu_count() or 1))]
+    head = runtime.head_start_command(_ray_bin(), args.num_cpus or max(4, os.cpu_count() or 1), host=public_host)
     if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode != 0:
         console.print(f"[bold]Starting Ray[/] ({' '.join(head[1:])})")
         subprocess.run(head, check=True, stdout=subprocess.DEVNULL)
     _connect()
+    state = state_config(args.profile)
+    _, created = ensure_owner_key(state)  # every call needs a credential: the CLI and notebooks read this one
+    if created:
+        console.print(f"[bold]Owner key[/] (an admin) written to {credentials_path()} (mode 0600)")
     console.print(f"[bold]Deploying profile[/] {runtime.profile_path(args.profile)}")
     runtime.deploy(schema)
     names = [app.name for app in schema.applications]
@@ -75,11 +115,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         console.print(f"[red]{escape(str(error))}[/red]")
         return 1
     table = Table(title="Almquist is up", show_header=False)
-    for name, address in runtime.endpoints(schema).items():
+    for name, address in runtime.endpoints(schema, tls=tls).items():
         table.add_row(name, address)
     for app in schema.applications:  # the browser avatar (web/), for anyone without UE5
         if app.import_path == "graphs.web_avatar:build_app":
-            table.add_row("Browser avatar", f"http://localhost:{schema.http_options.port}{app.route_prefix}/")
+            page = f"http://127.0.0.1:{schema.http_options.port}{app.route_prefix}"
+            table.add_row("Browser avatar", f"{page}/")
+            table.add_row("  sign in (once)", login_link(state, page))
     out.print(table)
     target = runtime.endpoints(schema)["gRPC (Serve proxy)"]
     _install_dashboard()
@@ -134,6 +176,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from almquist.ops import tls_front
+
+    if tls_front.stop():
+        console.print("TLS front (nginx) stopped.")
     subprocess.run([_ray_bin(), "stop", "--force"], check=False, stdout=subprocess.DEVNULL)
     console.print("Ray and Serve stopped.")
     return 0
@@ -414,6 +460,24 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--profile", default="local", help="profile name in serve_config/ or a YAML path")
     up.add_argument("--grpc-port", type=int, default=None)
     up.add_argument("--http-port", type=int, default=None)
+    up.add_argument(
+        "--host", default=None, help="where the public ports listen (default: the profile's; local: 127.0.0.1)"
+    )
+    up.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=os.environ.get("ALMQUIST_TLS_CERT") or None,
+        help="TLS on the public gRPC and HTTP ports: the server certificate chain, PEM (env ALMQUIST_TLS_CERT)",
+    )
+    up.add_argument(
+        "--tls-key", type=Path, default=os.environ.get("ALMQUIST_TLS_KEY") or None, help="its key (ALMQUIST_TLS_KEY)"
+    )
+    up.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=os.environ.get("ALMQUIST_TLS_CLIENT_CA") or None,
+        help="mutual TLS: clients must show a certificate this CA signed (ALMQUIST_TLS_CLIENT_CA)",
+    )
     up.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for the Ray head (default: cores, >= 4)")
     up.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for RUNNING")
     up.add_argument(
@@ -465,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_media_commands(sub)
     add_audio_commands(sub)
+    add_account_commands(sub)
 
     for name, func, text in (("ask", cmd_ask, "ask one question, answer streamed"), ("chat", cmd_chat, "talk")):
         p = sub.add_parser(name, help=text)
@@ -482,7 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except AlmquistError as error:  # bad input to a command: its message says what to change, no traceback
+        console.print(f"[red]{escape(error.message)}[/red]")
+        return 1
 
 
 if __name__ == "__main__":

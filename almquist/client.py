@@ -1,21 +1,29 @@
 """The gRPC client used by the CLI, notebooks and tests: a thin layer over the generated stubs.
 
 `ask_stream()` yields ServerEvents of one question; `Conversation` holds one Converse stream open and lets a
-caller send turns and interrupts while reading answers.
+caller send turns and interrupts while reading answers. Every call carries the caller's credential
+(`authorization: Bearer ...`: the `api_key` given, else ALMQUIST_API_KEY, else ~/.almquist/credentials, which
+`almquist up` writes). Unary calls that fail with UNAVAILABLE are retried by gRPC itself with back-off (the
+channel's retry policy); each turn carries an idempotency key, so a retried turn is never answered or stored twice.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from almquist.credentials import read_credential
 from almquist.v1 import (
+    account_pb2,
+    account_pb2_grpc,
     common_pb2,
     conversation_pb2,
     conversation_pb2_grpc,
@@ -27,6 +35,34 @@ from almquist.v1 import (
 
 DEFAULT_TARGET = "localhost:9000"
 APPLICATION = "conversation"  # the Serve app gRPC calls go to, unless ALMQUIST_APPLICATION names another
+# gRPC's own retries (https://github.com/grpc/proposal/blob/master/A6-client-retries.md): a unary call that ends
+# UNAVAILABLE (a replica restarting, an honest retryable turn) is sent again after 0.25-2 s, up to 4 tries.
+RETRY_POLICY = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": "almquist.v1.Conversation", "method": "Ask"},
+                {"service": "almquist.v1.Knowledge"},
+                {"service": "almquist.v1.Account"},
+            ],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.25s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+def call_metadata(application: str = "", api_key: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The metadata every call carries: the Serve application and the caller's credential (`api_key`, else
+    ALMQUIST_API_KEY, else the credentials file)."""
+    credential = api_key or read_credential()
+    application = application or os.environ.get("ALMQUIST_APPLICATION", APPLICATION)
+    return (("application", application),) + ((("authorization", f"Bearer {credential}"),) if credential else ())
 
 
 @dataclass
@@ -36,32 +72,61 @@ class Client:
     target: str = DEFAULT_TARGET
     application: str = field(default_factory=lambda: os.environ.get("ALMQUIST_APPLICATION", APPLICATION))
     timeout_s: float | None = None
+    api_key: str | None = field(default_factory=read_credential, repr=False)
     _channel: grpc.Channel = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._channel = grpc.insecure_channel(self.target)
+        options = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_POLICY))]
+        self._channel = grpc.insecure_channel(self.target, options=options)
         self.stub = conversation_pb2_grpc.ConversationStub(self._channel)
         self.knowledge = knowledge_pb2_grpc.KnowledgeStub(self._channel)
         self.media = media_pb2_grpc.MediaStub(self._channel)
+        self.account = account_pb2_grpc.AccountStub(self._channel)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("application", self.application),)
+        return (("application", self.application),) + (
+            (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+        )
 
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         grpc.channel_ready_future(self._channel).result(timeout=timeout_s)
 
-    def ask(self, text: str, session_id: str = "", personality: str = "", max_tokens: int = 0):
+    def ask(
+        self, text: str, session_id: str = "", personality: str = "", max_tokens: int = 0, idempotency_key: str = ""
+    ):
         request = conversation_pb2.AskRequest(
-            text=text, session_id=session_id, personality=personality, max_tokens=max_tokens
+            text=text,
+            session_id=session_id,
+            personality=personality,
+            max_tokens=max_tokens,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
         return self.stub.Ask(request, metadata=self.metadata, timeout=self.timeout_s)
+
+    def whoami(self) -> account_pb2.WhoAmIResponse:
+        return self.account.WhoAmI(account_pb2.WhoAmIRequest(), metadata=self.metadata, timeout=self.timeout_s)
+
+    def export_my_data(self) -> dict[str, Any]:
+        response = self.account.ExportMyData(
+            account_pb2.ExportMyDataRequest(), metadata=self.metadata, timeout=self.timeout_s
+        )
+        return json.loads(response.json)
+
+    def delete_my_data(self) -> account_pb2.DeleteMyDataResponse:
+        return self.account.DeleteMyData(
+            account_pb2.DeleteMyDataRequest(), metadata=self.metadata, timeout=self.timeout_s
+        )
 
     def ask_stream(
         self, text: str, session_id: str = "", personality: str = "", max_tokens: int = 0
     ) -> Iterator[conversation_pb2.ServerEvent]:
         request = conversation_pb2.AskRequest(
-            text=text, session_id=session_id, personality=personality, max_tokens=max_tokens
+            text=text,
+            session_id=session_id,
+            personality=personality,
+            max_tokens=max_tokens,
+            idempotency_key=uuid.uuid4().hex,
         )
         yield from self.stub.AskStream(request, metadata=self.metadata, timeout=self.timeout_s)
 
@@ -169,8 +234,11 @@ class Conversation:
     def send(self, event: conversation_pb2.ClientEvent) -> None:
         self._outgoing.put(event)
 
-    def send_text(self, text: str) -> None:
-        self.send(conversation_pb2.ClientEvent(text=conversation_pb2.TextInput(text=text)))
+    def send_text(self, text: str, idempotency_key: str = "") -> str:
+        """Sends a typed turn; returns its idempotency key (send the turn again under it after a broken stream)."""
+        key = idempotency_key or uuid.uuid4().hex
+        self.send(conversation_pb2.ClientEvent(text=conversation_pb2.TextInput(text=text, idempotency_key=key)))
+        return key
 
     def send_image(self, image: common_pb2.ImageFrame) -> None:
         """A picture with text (a question about it), or without text (a camera frame, read for gestures)."""

@@ -96,6 +96,7 @@ RETRYABLE_RAY_ERRORS = {
     "ObjectFetchTimedOutError",
     "ObjectReconstructionFailedError",
     "DeploymentUnavailableError",
+    "ReplicaUnavailableError",
 }
 _OVERLOADED = {"BackPressureError"}  # a deployment's queue is full (max_queued_requests)
 _CANCELLED = {"TaskCancelledError", "RequestCancelledError"}
@@ -150,6 +151,18 @@ class Unauthenticated(AlmquistError):
     """No credential, or one that is unknown, revoked or expired."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class DeadlineExceeded(AlmquistError):
+    """A stream idle past its limit, or a wait that ran out."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Aborted(AlmquistError):
+    """The call lost a race it cannot win by waiting (another stream took over its session's lease)."""
+
+    code = grpc.StatusCode.ABORTED
 
 
 class PermissionDenied(AlmquistError):

@@ -36,26 +36,34 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
-from actors.sessions import Exchange, SessionInfo, get_session_store
+from actors.sessions import Exchange, SessionInfo
 from almquist import metrics
 from almquist.config import AppConfig, ImageLimits
 from almquist.errors import (
+    Aborted,
     AlmquistError,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
+    PermissionDenied,
     ResourceExhausted,
+    Unavailable,
     Unimplemented,
     as_almquist_error,
+    public_error,
     unwrap,
 )
+from almquist.identity import Identity
 from almquist.images import open_image
-from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, media_pb2
+from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, knowledge_pb2, media_pb2
 from deployments.llm.engine import ChatMessage
+from graphs.access import Access, current_identity
 from graphs.avatar import AvatarStream, AvatarTurn, Voice, voice_of
 from graphs.handles import Handles, streaming
 from graphs.knowledge import citation_proto
-from graphs.rpc import aborting
+from graphs.rpc import abort, aborting
 from graphs.speech import AudioInput, HeardSpeech
 from graphs.turn import Citation, ImageInput, MediaItem, RouteDecision, TokenChunk, Turn, TurnEvent
 
@@ -70,6 +78,7 @@ class _TurnSettings:
     thread_id: str | None
     personality: str
     max_tokens: int
+    identity: Identity
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,14 @@ class _QueuedTurn:
     text: str
     image: ImageInput | None = None
     speech: HeardSpeech | None = None  # a spoken turn: its final transcript, speaker and emotion
+    idempotency_key: str = ""  # the client's; a turn answered under it before is replayed from the history
+
+
+@dataclass(frozen=True)
+class _StreamClosed:
+    """Put on a stream's outgoing queue to end the RPC with `error`'s status (idle too long, lease lost)."""
+
+    error: AlmquistError
 
 
 @dataclass
@@ -91,6 +108,7 @@ class _StreamState:
     audio: AudioInput | None = None  # the microphone, from the first AudioChunk on
     avatar: AvatarStream | None = None  # a session with the avatar on
     out: asyncio.Queue[Any] | None = None  # the stream's outgoing events (the avatar sends into it at its pace)
+    last_event: float = 0.0  # monotonic time of the client's last event: an idle stream is closed
 
 
 def _error_event(error: AlmquistError) -> conversation_pb2.ServerEvent:
@@ -114,7 +132,7 @@ def media_result_proto(item: MediaItem) -> media_pb2.MediaResult:
 class ConversationService:
     """gRPC methods of `almquist.v1.Conversation`: `Ask`, `AskStream` and the bidirectional `Converse`."""
 
-    def __init__(self, handles: Handles, config: AppConfig) -> None:
+    def __init__(self, handles: Handles, config: AppConfig, sessions: Any, access: Access) -> None:
         if handles.router is None:
             raise ValueError("the conversation needs the Router deployment (Handles.router)")
         self._router = handles.router
@@ -127,7 +145,9 @@ class ConversationService:
         self._config = config.conversation
         self._default_max_tokens = config.llm.default_max_tokens
         self._max_tokens_limit = config.llm.max_tokens_limit
-        self._sessions = get_session_store()
+        self._sessions = sessions  # the SessionStore actor (actors/sessions.py): the durable state
+        self._access = access
+        self._quotas = config.quotas
 
     # ----- gRPC methods -----
 
@@ -135,8 +155,8 @@ class ConversationService:
         response = conversation_pb2.AskResponse()
         with aborting(grpc_context):
             settings = await self._ask_settings(request)
-            text = self._check_text(request.text)
-            async for event in self._answer(_QueuedTurn(text), settings, _StreamState()):
+            turn = _QueuedTurn(self._check_text(request.text), idempotency_key=self._check_key(request.idempotency_key))
+            async for event in self._answer(turn, settings, _StreamState()):
                 kind = event.WhichOneof("event")
                 if kind == "turn_started":
                     response.turn_id = event.turn_started.turn_id
@@ -148,6 +168,8 @@ class ConversationService:
                     response.citations.append(event.citation)
                 elif kind == "turn_end":
                     response.turn_end.CopyFrom(event.turn_end)
+            if response.turn_end.retryable:  # an honest status: the client's retry (same key) will be answered
+                raise Unavailable(f"{response.turn_end.detail}; send the same question again")
         return response
 
     async def AskStream(
@@ -155,9 +177,9 @@ class ConversationService:
     ) -> AsyncIterator[conversation_pb2.ServerEvent]:
         with aborting(grpc_context):
             settings = await self._ask_settings(request)
-            text = self._check_text(request.text)
+            turn = _QueuedTurn(self._check_text(request.text), idempotency_key=self._check_key(request.idempotency_key))
         sequence = 0
-        async for event in self._answer(_QueuedTurn(text), settings, _StreamState()):
+        async for event in self._answer(turn, settings, _StreamState()):
             event.sequence = sequence
             sequence += 1
             yield event
@@ -166,24 +188,32 @@ class ConversationService:
         self, request_stream: AsyncIterator[conversation_pb2.ClientEvent], grpc_context: Any = None
     ) -> AsyncIterator[conversation_pb2.ServerEvent]:
         stream_id = uuid.uuid4().hex
+        identity = current_identity()
         try:
-            first = await anext(aiter(request_stream))
+            first = await asyncio.wait_for(anext(aiter(request_stream)), self._config.idle_stream_s)
         except StopAsyncIteration:
             return
+        except TimeoutError:
+            abort(grpc_context, DeadlineExceeded(f"no SessionStart within {self._config.idle_stream_s:g} s"))
         with aborting(grpc_context):
             if first.WhichOneof("event") != "start":
                 raise FailedPrecondition("the first event of a Converse stream must be SessionStart")
             avatar = await self._avatar_stream() if first.start.avatar else None
-            session = await self._open_session(first.start, stream_id)
+            session = await self._open_session(first.start, stream_id, identity)
 
         settings = _TurnSettings(
-            session.session_id, session.thread_id, session.personality, self._max_tokens(first.start.max_tokens)
+            session.session_id,
+            session.thread_id,
+            session.personality,
+            self._max_tokens(first.start.max_tokens),
+            identity,
         )
         out: asyncio.Queue[Any] = asyncio.Queue()
         turns: asyncio.Queue[_QueuedTurn | None] = asyncio.Queue()
-        state = _StreamState(avatar=avatar, out=out)
-        reader = asyncio.create_task(self._read_events(request_stream, turns, out, state))
+        state = _StreamState(avatar=avatar, out=out, last_event=time.monotonic())
+        reader = asyncio.create_task(self._read_events(request_stream, turns, out, state, identity))
         worker = asyncio.create_task(self._answer_turns(turns, out, settings, state))
+        keeper = asyncio.create_task(self._keep_lease(session.session_id, stream_id, out, state))
         try:
             yield conversation_pb2.ServerEvent(
                 sequence=0,
@@ -199,17 +229,45 @@ class ConversationService:
                 yield conversation_pb2.ServerEvent(sequence=sequence, avatar=avatar.header())
                 sequence += 1
             while (event := await out.get()) is not _END:
+                if isinstance(event, _StreamClosed):
+                    abort(grpc_context, event.error)
                 event.sequence = sequence
                 sequence += 1
                 yield event
         finally:
-            tasks = [t for t in (reader, worker, state.camera) if t is not None]
+            tasks = [t for t in (reader, worker, keeper, state.camera) if t is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if state.audio is not None:
                 await state.audio.close()
             await self._sessions.release_stream.remote(session.session_id, stream_id)
+
+    async def _keep_lease(self, session_id: str, stream_id: str, out: asyncio.Queue[Any], state: _StreamState) -> None:
+        """Renews the stream's lease on its session while it lives, and closes the stream when the client has been
+        silent for `idle_stream_s` with no answer in flight, or when the lease was lost to another stream (it
+        lapsed: this process could not renew it in time)."""
+        ttl = self._config.stream_lease_s
+        while True:
+            await asyncio.sleep(min(ttl / 4, self._config.idle_stream_s / 2))
+            busy = state.current is not None and not state.current.done()
+            if not busy and time.monotonic() - state.last_event > self._config.idle_stream_s:
+                out.put_nowait(
+                    _StreamClosed(
+                        DeadlineExceeded(
+                            f"the stream was idle for {self._config.idle_stream_s:g} s and was closed; "
+                            "resume the session with a new stream"
+                        )
+                    )
+                )
+                return
+            try:
+                held = await self._sessions.renew_stream.remote(session_id, stream_id, ttl)
+            except Exception:  # the store restarting: try again on the next beat, well before the lease lapses
+                continue
+            if not held:
+                out.put_nowait(_StreamClosed(Aborted("another stream took over this session; this one was closed")))
+                return
 
     async def _avatar_stream(self) -> AvatarStream:
         tts = self._media.tts
@@ -231,12 +289,14 @@ class ConversationService:
         turns: asyncio.Queue[_QueuedTurn | None],
         out: asyncio.Queue[Any],
         state: _StreamState,
+        identity: Identity,
     ) -> None:
         """Accepts client events: typed turns are queued, interrupts act on the current turn at once."""
         try:
             async for event in request_stream:
+                state.last_event = time.monotonic()
                 try:
-                    self._accept(event, turns, out, state)
+                    self._accept(event, turns, out, state, identity)
                 except AlmquistError as error:
                     out.put_nowait(_error_event(error))
             if state.audio is not None:  # what the user said before closing is heard and answered too
@@ -250,14 +310,19 @@ class ConversationService:
         turns: asyncio.Queue[_QueuedTurn | None],
         out: asyncio.Queue[Any],
         state: _StreamState,
+        identity: Identity,
     ) -> None:
         kind = event.WhichOneof("event")
         if kind == "text":
-            self._queue(turns, _QueuedTurn(self._check_text(event.text.text)))
+            text, key = self._check_text(event.text.text), self._check_key(event.text.idempotency_key)
+            self._access.quotas.admit(identity.user_id, "turn")
+            self._queue(turns, _QueuedTurn(text, idempotency_key=key))
         elif kind == "image" and event.image.text.strip():
             open_image(event.image.data, event.image.mime_type, self._image_limits)  # refuse non-images now
             image = ImageInput(event.image.data, event.image.mime_type)
-            self._queue(turns, _QueuedTurn(self._check_text(event.image.text), image))
+            text = self._check_text(event.image.text)
+            self._access.quotas.admit(identity.user_id, "turn")
+            self._queue(turns, _QueuedTurn(text, image))
         elif kind == "image":
             self._camera_frame(event.image, out, state)
         elif kind == "interrupt":
@@ -265,7 +330,7 @@ class ConversationService:
         elif kind == "start":
             raise FailedPrecondition("the session is already started; SessionStart is only valid as the first event")
         elif kind == "audio":
-            self._microphone(turns, out, state).push(event.audio)
+            self._microphone(turns, out, state, identity).push(event.audio)
         elif kind == "end_of_turn":
             if state.audio is None:
                 raise FailedPrecondition("EndOfTurn ends a spoken turn, and no audio was sent: send AudioChunks first")
@@ -279,7 +344,7 @@ class ConversationService:
         turns.put_nowait(turn)
 
     def _microphone(
-        self, turns: asyncio.Queue[_QueuedTurn | None], out: asyncio.Queue[Any], state: _StreamState
+        self, turns: asyncio.Queue[_QueuedTurn | None], out: asyncio.Queue[Any], state: _StreamState, identity: Identity
     ) -> AudioInput:
         """The stream's AudioInput, made at its first AudioChunk; its callbacks feed this stream's queues."""
         if state.audio is not None:
@@ -292,6 +357,7 @@ class ConversationService:
             out.put_nowait(conversation_pb2.ServerEvent(transcript=speech.transcript()))
             if speech.text:
                 try:
+                    self._access.quotas.admit(identity.user_id, "turn")
                     self._queue(turns, _QueuedTurn(speech.text, speech=speech))
                 except AlmquistError as error:
                     out.put_nowait(_error_event(error))
@@ -365,7 +431,42 @@ class ConversationService:
     async def _answer(
         self, queued: _QueuedTurn, settings: _TurnSettings, state: _StreamState
     ) -> AsyncIterator[conversation_pb2.ServerEvent]:
-        """Routes one turn and turns the router's stream into ServerEvents, always ending with TurnEnd."""
+        """Routes one turn and turns the router's stream into ServerEvents, always ending with TurnEnd. A turn the
+        session answered before under the same idempotency key is replayed from the history instead."""
+        if queued.idempotency_key and settings.session_id:
+            earlier = await self._sessions.answered.remote(settings.session_id, queued.idempotency_key)
+            if earlier is not None:
+                async for event in self._replay(earlier):
+                    yield event
+                return
+        async with self._access.fair_share.turn(settings.identity.user_id):
+            async for event in self._answer_now(queued, settings, state):
+                yield event
+
+    @staticmethod
+    async def _replay(earlier: Exchange) -> AsyncIterator[conversation_pb2.ServerEvent]:
+        turn_id = earlier.turn_id
+        yield conversation_pb2.ServerEvent(
+            turn_id=turn_id,
+            turn_started=conversation_pb2.TurnStarted(turn_id=turn_id, user_text=earlier.user, route="replay"),
+        )
+        for cited in earlier.citations:
+            yield conversation_pb2.ServerEvent(turn_id=turn_id, citation=knowledge_pb2.Citation(**cited))
+        if earlier.assistant:
+            yield conversation_pb2.ServerEvent(
+                turn_id=turn_id, token=conversation_pb2.AnswerToken(text=earlier.assistant, index=0)
+            )
+        reason = common_pb2.TURN_END_REASON_INTERRUPTED if earlier.interrupted else common_pb2.TURN_END_REASON_COMPLETED
+        yield conversation_pb2.ServerEvent(
+            turn_id=turn_id,
+            turn_end=common_pb2.TurnEnd(
+                turn_id=turn_id, reason=reason, detail="answered before under this idempotency key", tokens=1
+            ),
+        )
+
+    async def _answer_now(
+        self, queued: _QueuedTurn, settings: _TurnSettings, state: _StreamState
+    ) -> AsyncIterator[conversation_pb2.ServerEvent]:
         text = queued.text
         turn_id = uuid.uuid4().hex[:16]
         started = time.monotonic()
@@ -381,8 +482,10 @@ class ConversationService:
             emotion=queued.speech.emotion if queued.speech is not None else "",
         )
         answer: list[str] = []
+        cited: list[knowledge_pb2.Citation] = []
         reason = common_pb2.TURN_END_REASON_COMPLETED
         detail = ""
+        retryable = False
         route = "none"  # the `route` tag of the turn's latency when it fails before the router decides
         speaking: AvatarTurn | None = None
         stream = self._router.options(stream=True).route.remote(turn)
@@ -405,7 +508,8 @@ class ConversationService:
                     )
                     speaking = self._avatar_turn(state, turn_id, item.topic, turn.emotion)
                 elif isinstance(item, Citation):
-                    yield conversation_pb2.ServerEvent(turn_id=turn_id, citation=citation_proto(item))
+                    cited.append(citation_proto(item))
+                    yield conversation_pb2.ServerEvent(turn_id=turn_id, citation=cited[-1])
                 elif isinstance(item, MediaItem):
                     yield conversation_pb2.ServerEvent(turn_id=turn_id, media=media_result_proto(item))
                 elif isinstance(item, TokenChunk):
@@ -434,23 +538,35 @@ class ConversationService:
                 spoken = await speaking.stop(reason, detail)
                 detail += f" and {spoken:.2f} s of speech"
         except Exception as error:
-            cause = unwrap(error)
+            public = public_error(error, "answering")  # a plain message; the traceback stays in the server's log
             reason = common_pb2.TURN_END_REASON_ERROR
-            detail = cause.message if isinstance(cause, AlmquistError) else f"answering failed: {cause!r}"
-            code = cause.code if isinstance(cause, AlmquistError) else grpc.StatusCode.INTERNAL
-            metrics.record(metrics.ERRORS, 1, code=code.name, where="turn")
+            detail = public.message
+            retryable = public.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            metrics.record(metrics.ERRORS, 1, code=public.code.name, where="turn")
             if speaking is not None:
                 await speaking.stop(reason, detail)
-        if settings.session_id:
-            exchange = Exchange(turn_id, text, "".join(answer), reason == common_pb2.TURN_END_REASON_INTERRUPTED)
-            await self._sessions.append.remote(settings.session_id, settings.thread_id, exchange)
+        if settings.session_id and not retryable:  # a retryable failure is answered again under the same key
+            exchange = Exchange(
+                turn_id,
+                text,
+                "".join(answer),
+                reason == common_pb2.TURN_END_REASON_INTERRUPTED,
+                citations=tuple(json_format.MessageToDict(c, preserving_proto_field_name=True) for c in cited),
+            )
+            key = queued.idempotency_key or turn_id
+            await self._sessions.append.remote(settings.session_id, settings.thread_id, exchange, key)
         elapsed = time.monotonic() - started  # one value for the TurnEnd and the metric: a client can match them
         reason_tag = common_pb2.TurnEndReason.Name(reason).removeprefix("TURN_END_REASON_").lower()
         metrics.record(metrics.TURN_SECONDS, elapsed, route=route, reason=reason_tag)
         yield conversation_pb2.ServerEvent(
             turn_id=turn_id,
             turn_end=common_pb2.TurnEnd(
-                turn_id=turn_id, reason=reason, detail=detail, tokens=len(answer), elapsed_s=elapsed
+                turn_id=turn_id,
+                reason=reason,
+                detail=detail,
+                tokens=len(answer),
+                elapsed_s=elapsed,
+                retryable=retryable,
             ),
         )
 
@@ -488,6 +604,12 @@ class ConversationService:
             )
         return text.strip()
 
+    @staticmethod
+    def _check_key(key: str) -> str:
+        if len(key) > 128:
+            raise InvalidArgument(f"idempotency_key has {len(key)} characters; the limit is 128")
+        return key
+
     def _check_personality(self, personality: str) -> None:
         if personality and personality not in self._config.personalities:
             raise InvalidArgument(
@@ -499,26 +621,39 @@ class ConversationService:
             raise InvalidArgument(f"max_tokens {requested} is over the limit of {self._max_tokens_limit}")
         return requested or self._default_max_tokens
 
-    async def _open_session(self, start: conversation_pb2.SessionStart, stream_id: str) -> SessionInfo:
+    async def _open_session(
+        self, start: conversation_pb2.SessionStart, stream_id: str, identity: Identity
+    ) -> SessionInfo:
         self._check_personality(start.personality)
         self._max_tokens(start.max_tokens)
+        if start.user_id and start.user_id not in (identity.user_id, identity.name):
+            raise PermissionDenied(
+                "SessionStart.user_id names someone else: the user comes from your credential; leave user_id empty"
+            )
+        owner = identity.user_id
         if start.session_id:
-            session = await self._sessions.get.remote(start.session_id)
+            session = await self._sessions.get.remote(start.session_id, owner)
             if start.personality and start.personality != session.personality:
-                session = await self._sessions.set_personality.remote(session.session_id, start.personality)
+                session = await self._sessions.set_personality.remote(session.session_id, owner, start.personality)
         else:
             personality = start.personality or self._config.default_personality
-            session = await self._sessions.create.remote(start.user_id, personality)
+            session = await self._sessions.create.remote(owner, personality, self._quotas.max_sessions)
         if start.thread_id and start.thread_id != session.thread_id:
-            session = await self._sessions.open_thread.remote(session.session_id, start.thread_id)
-        return await self._sessions.claim_stream.remote(session.session_id, stream_id)
+            session = await self._sessions.open_thread.remote(
+                session.session_id, owner, start.thread_id, self._quotas.max_threads_per_session
+            )
+        return await self._sessions.claim_stream.remote(
+            session.session_id, owner, stream_id, self._config.stream_lease_s, self._quotas.max_streams
+        )
 
     async def _ask_settings(self, request: conversation_pb2.AskRequest) -> _TurnSettings:
         self._check_personality(request.personality)
         max_tokens = self._max_tokens(request.max_tokens)
+        identity = current_identity()
         if not request.session_id:
-            return _TurnSettings(None, None, request.personality or self._config.default_personality, max_tokens)
-        session = await self._sessions.get.remote(request.session_id)
+            personality = request.personality or self._config.default_personality
+            return _TurnSettings(None, None, personality, max_tokens, identity)
+        session = await self._sessions.get.remote(request.session_id, identity.user_id)
         return _TurnSettings(
-            session.session_id, session.thread_id, request.personality or session.personality, max_tokens
+            session.session_id, session.thread_id, request.personality or session.personality, max_tokens, identity
         )

@@ -12,7 +12,7 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from almquist.errors import InvalidArgument, Unimplemented
+from almquist.errors import FailedPrecondition, InvalidArgument, Unimplemented
 from almquist.stores.algorithms import Community, GraphPath, RankedEntity
 from almquist.v1 import knowledge_pb2
 from graphs.graph_rag import citations_of
@@ -121,6 +121,14 @@ class KnowledgeService:
     ) -> knowledge_pb2.RollbackResponse:
         rag = self._rag(grpc_context)
         with aborting(grpc_context):
+            live = [r for r in await rag.snapshots.remote() if r.get("status") != "rolled_back"]
+            newest = [max(live, key=lambda r: r.get("seq", 0))["snapshot_id"]] if live else []
+            known = request.snapshot_id in {r["snapshot_id"] for r in live}  # an unknown id: the store says NOT_FOUND
+            if known and request.snapshot_id != newest[0] and not request.allow_older:
+                raise FailedPrecondition(
+                    f"snapshot {request.snapshot_id!r} is not the newest ({newest[0]}): later batches may build on "
+                    "it; set allow_older to remove it anyway"
+                )
             removed = await rag.rollback.remote(request.snapshot_id)
         # nodes and edges, as a snapshot's `items` counts them (the dict also holds per-label and per-type counts)
         return knowledge_pb2.RollbackResponse(items_removed=int(removed["nodes"] + removed["edges"]))

@@ -12,7 +12,12 @@ for a message it could not read (the socket stays open), and `{"stream_end": {"c
 stream ended (the socket is then closed). Closing the socket cancels the gRPC call, which releases the session.
 
 The gRPC call goes through Serve's gRPC proxy like any client (`grpc_target`, the profile's gRPC port; runtime's
-`load_profile` moves it with the port) to the `application` named in the metadata.
+`load_profile` moves it with the port) to the `application` named in the metadata, with the page's credential.
+
+Who may use it: the page signs in through the one-time link `almquist up` prints (`/avatar/login?token=...`), which
+sets an HttpOnly, SameSite=Strict cookie holding an API key of its own; the socket then carries that cookie (a tool
+may send `Authorization: Bearer ...` instead). A socket whose Origin is not this page's own host or one of
+`allowed_origins` is refused before it opens (a page elsewhere cannot ride the user's cookie).
 
 No `from __future__ import annotations` here: FastAPI reads the route methods' annotations (Request, WebSocket)
 after Serve's ingress rewrote their signatures, where string annotations no longer resolve.
@@ -24,6 +29,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 from fastapi import FastAPI, Request, WebSocket
@@ -40,6 +46,7 @@ from graphs.visemes import ARKIT_NAMES, VISEMES
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 THREE_BUILD_DIR = WEB_DIR / "node_modules" / "three" / "build"
+COOKIE = "almquist_key"
 CLIENT_EVENT_KINDS = tuple(f.name for f in conversation_pb2.ClientEvent.DESCRIPTOR.oneofs_by_name["event"].fields)
 
 
@@ -51,6 +58,28 @@ class WebAvatarConfig(BaseModel):
     grpc_target: str = Field("localhost:9000", description="host:port of Serve's gRPC proxy")
     application: str = Field("conversation", description="the Serve application that serves Converse")
     max_message_bytes: int = Field(4 << 20, gt=0, description="largest message the page may send")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host:port) besides the page's own whose sockets are accepted.",
+    )
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Whether a WebSocket's Origin is the page's own (same host:port as the request) or listed. No Origin at all
+    (a tool, not a browser) is allowed: the credential still decides."""
+    if not origin:
+        return True
+    if origin in allowed:
+        return True
+    return bool(host) and urlsplit(origin).netloc == host
+
+
+def credential_of(headers: Any, cookies: Any) -> str | None:
+    """The socket's credential: `Authorization: Bearer ...` (tools), else the login cookie (the page)."""
+    scheme, _, value = str(headers.get("authorization", "")).partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return cookies.get(COOKIE) or None
 
 
 class BridgeInputError(ValueError):
@@ -100,6 +129,15 @@ class ConverseBridge:
         return conversation_pb2_grpc.ConversationStub(self._channel)
 
     async def run(self, websocket: WebSocket) -> None:
+        if not origin_allowed(
+            websocket.headers.get("origin"), websocket.headers.get("host"), self.config.allowed_origins
+        ):
+            await websocket.close(code=1008, reason="this page's origin may not open the avatar's socket")
+            return
+        credential = credential_of(websocket.headers, websocket.cookies)
+        if credential is None:
+            await websocket.close(code=1008, reason="sign in first: open the login link `almquist up` printed")
+            return
         await websocket.accept()
         requests: asyncio.Queue[conversation_pb2.ClientEvent | None] = asyncio.Queue()
 
@@ -107,7 +145,8 @@ class ConverseBridge:
             while (event := await requests.get()) is not None:
                 yield event
 
-        call = self._stub().Converse(request_stream(), metadata=(("application", self.config.application),))
+        metadata = (("application", self.config.application), ("authorization", f"Bearer {credential}"))
+        call = self._stub().Converse(request_stream(), metadata=metadata)
         self.open_calls += 1
         self.calls_total += 1
         from_page = asyncio.create_task(self._page_to_grpc(websocket, requests))
@@ -182,6 +221,36 @@ class WebAvatar:
                 status_code=503,
             )
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @web_app.get("/login", response_model=None)
+    async def login(self, request: Request, token: str = "") -> Response:
+        """The one-time link `almquist up` prints: trades its token for a key of the page's own, in a cookie."""
+        import ray
+
+        from actors.sessions import SESSION_STORE_NAME, SESSION_STORE_NAMESPACE
+
+        redeemed = None
+        if token:
+            sessions = ray.get_actor(SESSION_STORE_NAME, namespace=SESSION_STORE_NAMESPACE)
+            redeemed = await sessions.redeem_login_link.remote(token)
+        if redeemed is None:
+            return HTMLResponse(
+                "<h1>This login link does not work</h1><p>It was used already or has expired (links last 15 "
+                "minutes). Run <code>almquist login-link</code> for a new one.</p>",
+                status_code=401,
+            )
+        _, credential = redeemed
+        response = RedirectResponse(str(request.url.replace(path=request.url.path.removesuffix("login"), query="")))
+        response.set_cookie(
+            COOKIE,
+            credential,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path=request.url.path.removesuffix("login"),
+            max_age=30 * 24 * 3600,
+        )
+        return response
 
     @web_app.get("/arkit.json")
     async def arkit(self) -> dict[str, list[str]]:

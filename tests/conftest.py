@@ -2,12 +2,17 @@
 
 Ray is configured for CI on purpose: no dashboard, free ports, token auth off (RAY_AUTH_MODE=disabled; the
 cluster only listens on this machine for the length of the test session).
+
+The durable state (identities, sessions) and the caller's credentials file live in a folder of this test session,
+never the user's: the serve_stack fixture creates the owner key there the way `almquist up` does, so `Client()`
+and the CLI's subprocesses call as that admin without extra steps.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +25,57 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_STATE_DIR = Path(tempfile.mkdtemp(prefix="almquist-test-state-"))
+os.environ.setdefault("ALMQUIST_STATE_URL", f"sqlite:///{_STATE_DIR / 'almquist.db'}")
+os.environ.setdefault("ALMQUIST_CREDENTIALS", str(_STATE_DIR / "credentials"))
+
+
+class TokenIssuer:
+    """An OIDC issuer of the test's own: an RSA key, its JWKS file, and tokens signed with it."""
+
+    ISSUER, AUDIENCE = "https://issuer.test", "almquist"
+
+    def __init__(self, folder: Path) -> None:
+        import json
+
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        self.jwks_path = folder / "jwks.json"
+        self.jwks_path.write_text(json.dumps({"keys": [{**public, "kid": "test-key", "use": "sig", "alg": "RS256"}]}))
+
+    def config(self) -> dict:
+        return {"issuer": self.ISSUER, "audience": self.AUDIENCE, "jwks_path": str(self.jwks_path)}
+
+    def token(self, subject: str, role: str | None = None, key=None, lifetime_s: float = 300, **claims) -> str:
+        import time
+
+        import jwt
+
+        now = time.time()
+        payload = {"iss": self.ISSUER, "aud": self.AUDIENCE, "sub": subject, "iat": now, "exp": now + lifetime_s}
+        if role is not None:
+            payload["almquist_role"] = role
+        payload.update(claims)
+        return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": "test-key"})
 
 
 class ServeStack:
     """What the `serve_stack` fixture yields: where the gRPC proxy listens, the deployed profile, and the knowledge
     config (stores and model dir) its GraphRAG uses: empty folders of the test session, never the user's cache."""
 
-    def __init__(self, target: str, schema, knowledge: dict, kgqa_model_dir: Path, metrics_port: int = 0) -> None:
+    def __init__(
+        self,
+        target: str,
+        schema,
+        knowledge: dict,
+        kgqa_model_dir: Path,
+        metrics_port: int = 0,
+        issuer: TokenIssuer | None = None,
+    ) -> None:
+        self.issuer = issuer
         self.target = target
         self.schema = schema
         self.knowledge = knowledge
@@ -57,6 +106,16 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
     knowledge["vectors"] = {**knowledge.get("vectors", {}), "path": str(kb / "qdrant")}
     app.args["knowledge"] = knowledge
     app.args["kgqa"] = {**app.args.get("kgqa", {}), "model_dir": str(kb / "kgqa")}
+    from almquist.config.security import StateConfig
+    from almquist.credentials import ensure_owner_key
+
+    state = StateConfig()  # ALMQUIST_STATE_URL, set above
+    app.args["state"] = state.model_dump()
+    ensure_owner_key(state)
+    # JWTs from an "external issuer" whose signing key this session makes (its JWKS in a file, as air-gapped
+    # clusters configure it): tests mint tokens with `serve_stack.issuer`
+    issuer = TokenIssuer(tmp_path_factory.mktemp("oidc"))
+    app.args["auth"] = {"jwt": issuer.config(), "key_cache_s": 2.0}
     # Our metrics (almquist.metrics) on Ray's Prometheus endpoint, reported every second rather than Ray's 10 s so
     # a test finds a turn's series soon after it; read by Ray's processes, which inherit this environment.
     metrics_port = runtime.free_port()
@@ -75,7 +134,7 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
     try:
         runtime.deploy(schema)
         runtime.wait_running([app.name for app in schema.applications], timeout_s=600)
-        yield ServeStack(f"localhost:{grpc_port}", schema, knowledge, kb / "kgqa", metrics_port)
+        yield ServeStack(f"localhost:{grpc_port}", schema, knowledge, kb / "kgqa", metrics_port, issuer)
     finally:
         serve.shutdown()
         ray.shutdown()

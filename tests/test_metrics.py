@@ -139,7 +139,7 @@ def test_turns_show_up_on_rays_prometheus_endpoint(serve_stack):
             with pytest.raises(grpc.RpcError) as failed:
                 client.ask(**kwargs)
             assert failed.value.code() == code
-        conversation = client.converse(conversation_pb2.SessionStart(user_id="metrics"))
+        conversation = client.converse(conversation_pb2.SessionStart())
         conversation.next_event()
         conversation.send_text("   ")
         conversation.close_send()

@@ -41,7 +41,7 @@ def avatar_events(events: list, kind: str | None = None) -> list[avatar_pb2.Avat
 
 
 def test_a_typed_turn_is_spoken_with_a_paced_face_on_one_clock(client, serve_stack):
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="avatar", avatar=True, max_tokens=60))
+    conversation = client.converse(conversation_pb2.SessionStart(avatar=True, max_tokens=60))
     events: list = []
     started = conversation.next_event()
     header_event = conversation.next_event()
@@ -104,7 +104,7 @@ def test_a_typed_turn_is_spoken_with_a_paced_face_on_one_clock(client, serve_sta
 
 
 def test_an_interrupt_stops_voice_and_face_within_one_frame(client):
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="avatar-stop", avatar=True, max_tokens=200))
+    conversation = client.converse(conversation_pb2.SessionStart(avatar=True, max_tokens=200))
     conversation.next_event()
     conversation.next_event()  # the header: the clock starts
     header_at = time.monotonic()

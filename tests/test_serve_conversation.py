@@ -57,7 +57,7 @@ def test_ask_stream_tokens_arrive_incrementally(client):
 
 
 def test_converse_bidi_session_turns_and_history(client):
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="ada", personality="critic", max_tokens=24))
+    conversation = client.converse(conversation_pb2.SessionStart(personality="critic", max_tokens=24))
     started = conversation.next_event().session_started
     assert started.session_id and started.personality == "critic" and not started.resumed
     conversation.send_text("Who directed Inception?")

@@ -21,6 +21,7 @@ import ray
 
 from actors.knowledge_store import get_knowledge_store, release_knowledge_store
 from almquist import runtime
+from almquist.client import call_metadata
 from almquist.config import data_dir
 from almquist.config.knowledge import KnowledgeConfig
 from almquist.stores.memory_store import InMemoryGraphStore, read_kb
@@ -34,7 +35,6 @@ from deployments.kgqa.train import train
 from ingestion.metaqa import ingest_metaqa
 
 pytestmark = pytest.mark.serve
-METADATA = (("application", "conversation"),)
 METAQA = data_dir() / "metaqa"
 FIRST_LINES, SECOND_LINES = 2500, 800  # kb.txt lines of the two ingestions (whole movies: lines group by movie)
 PER_HOP = 6
@@ -76,7 +76,7 @@ def loaded(serve_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lo
     reference = KGQA(graph, PathClassifier.load(serve_stack.kgqa_model_dir, embed), EntityLinker.from_store(graph))
     channel = grpc.insecure_channel(serve_stack.target)
     knowledge = knowledge_pb2_grpc.KnowledgeStub(channel)
-    listed = knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=METADATA).snapshots
+    listed = knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=call_metadata()).snapshots
     # earlier modules (the live feeds) leave their snapshots rolled back: this slice's is the one live snapshot
     assert [s.snapshot_id for s in listed if s.status != "rolled_back"] == [report.snapshot_id]
     [snapshot] = [s for s in listed if s.snapshot_id == report.snapshot_id]
@@ -90,7 +90,9 @@ def loaded(serve_stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lo
     )
     for record in ray.get(get_knowledge_store(config).list_snapshots.remote()):
         if record["status"] != "rolled_back":
-            knowledge.Rollback(knowledge_pb2.RollbackRequest(snapshot_id=record["snapshot_id"]), metadata=METADATA)
+            knowledge.Rollback(
+                knowledge_pb2.RollbackRequest(snapshot_id=record["snapshot_id"]), metadata=call_metadata()
+            )
     assert stats(config) == empty
     channel.close()
 
@@ -109,7 +111,7 @@ def answerable(reference: KGQA, hops: int) -> list[MetaQAQuestion]:
 
 def query(loaded: Loaded, question: str, snapshot_id: str = "") -> knowledge_pb2.KnowledgeAnswer:
     request = knowledge_pb2.KnowledgeQuery(question=question, snapshot_id=snapshot_id)
-    return loaded.knowledge.Query(request, metadata=METADATA, timeout=120)
+    return loaded.knowledge.Query(request, metadata=call_metadata(), timeout=120)
 
 
 @pytest.mark.parametrize("hops", [1, 2, 3])
@@ -130,7 +132,7 @@ def test_conversation_turn_cites_the_graph_then_phrases(loaded: Loaded):
     [question] = answerable(loaded.reference, 1)[:1]
     expected = loaded.reference.answer(question.text)
     request = conversation_pb2.AskRequest(text=question.text, max_tokens=24)
-    events = list(loaded.conversation.AskStream(request, metadata=METADATA, timeout=300))
+    events = list(loaded.conversation.AskStream(request, metadata=call_metadata(), timeout=300))
     kinds = [event.WhichOneof("event") for event in events]
     started = next(event.turn_started for event in events if event.HasField("turn_started"))
     assert (started.intent, started.route) == ("knowledge", "graph_rag")
@@ -175,10 +177,10 @@ def test_new_ingestion_is_answerable_without_restart_and_pins_and_rollback_hold(
     assert list(served.answers) == reference.answer(fresh.text).answers[: len(served.answers)]
     assert query(loaded, fresh.text, snapshot_id=loaded.first_snapshot).answers == []  # pinned: not there yet
 
-    newest = loaded.knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=METADATA).snapshots[0]
+    newest = loaded.knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=call_metadata()).snapshots[0]
     assert newest.snapshot_id != loaded.first_snapshot and newest.items > 0
     rollback = knowledge_pb2.RollbackRequest(snapshot_id=newest.snapshot_id)
-    removed = loaded.knowledge.Rollback(rollback, metadata=METADATA)
+    removed = loaded.knowledge.Rollback(rollback, metadata=call_metadata())
     assert removed.items_removed == newest.items
     assert stats(loaded.config) == after_first
     assert query(loaded, fresh.text).answers == []

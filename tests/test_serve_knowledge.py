@@ -9,10 +9,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from almquist.client import call_metadata
 from almquist.v1 import knowledge_pb2, knowledge_pb2_grpc
 
 pytestmark = pytest.mark.serve
-METADATA = (("application", "conversation"),)
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +23,13 @@ def knowledge(serve_stack):
 
 
 def test_snapshots_of_an_empty_knowledge_base(knowledge):
-    response = knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=METADATA, timeout=120)
+    response = knowledge.ListSnapshots(knowledge_pb2.ListSnapshotsRequest(), metadata=call_metadata(), timeout=120)
     assert [s.snapshot_id for s in response.snapshots if s.status != "rolled_back"] == []
 
 
 def test_query_before_loading_says_what_to_run(knowledge):
     with pytest.raises(grpc.RpcError) as caught:
-        knowledge.Query(knowledge_pb2.KnowledgeQuery(question="who directed [Inception]"), metadata=METADATA)
+        knowledge.Query(knowledge_pb2.KnowledgeQuery(question="who directed [Inception]"), metadata=call_metadata())
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "almquist kb" in caught.value.details()
 
@@ -45,5 +45,5 @@ def test_query_before_loading_says_what_to_run(knowledge):
 )
 def test_bad_knowledge_requests(knowledge, call, request_message, code):
     with pytest.raises(grpc.RpcError) as caught:
-        getattr(knowledge, call)(request_message, metadata=METADATA, timeout=120)
+        getattr(knowledge, call)(request_message, metadata=call_metadata(), timeout=120)
     assert caught.value.code() == code, caught.value.details()

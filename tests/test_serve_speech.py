@@ -125,7 +125,7 @@ SENTENCES = [
 
 
 def test_spoken_turns_are_transcribed_with_partials_and_answered_like_typed_ones(client, serve_stack):
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="speech-test"))
+    conversation = client.converse(conversation_pb2.SessionStart())
     events: list[conversation_pb2.ServerEvent] = []
     for sentence in SENTENCES:
         speak(conversation, np.concatenate([silence(0.3), espeak(sentence), silence(1.2)]))
@@ -164,7 +164,7 @@ def test_spoken_turns_are_transcribed_with_partials_and_answered_like_typed_ones
 
 
 def test_speech_while_an_answer_streams_interrupts_it(client):
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="barge-in", max_tokens=400))
+    conversation = client.converse(conversation_pb2.SessionStart(max_tokens=400))
     conversation.send_text("Tell me a long story about a knight and a dragon.")
     events = []
     while True:
@@ -197,7 +197,7 @@ def test_speech_while_an_answer_streams_interrupts_it(client):
 
 
 def test_bad_audio_is_refused_in_band_and_the_stream_goes_on(client):
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="bad-audio"))
+    conversation = client.converse(conversation_pb2.SessionStart())
     conversation.send_audio(common_pb2.AudioChunk(pcm16=b"\x00\x01\x02", sample_rate_hz=RATE))  # odd bytes
     conversation.send_audio(common_pb2.AudioChunk(pcm16=b"\x00\x00" * 100))  # no sample rate
     conversation.send(conversation_pb2.ClientEvent(end_of_turn=conversation_pb2.EndOfTurn()))  # nothing heard yet

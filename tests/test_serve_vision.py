@@ -134,7 +134,7 @@ def client(vision_target):
 
 def converse(client: Client, *events: conversation_pb2.ClientEvent) -> list[conversation_pb2.ServerEvent]:
     """Sends the events on a new stream, closes it, and returns everything the server sent."""
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="vision-test"))
+    conversation = client.converse(conversation_pb2.SessionStart())
     for event in events:
         conversation.send(event)
     conversation.close_send()
@@ -195,7 +195,7 @@ def test_a_bad_picture_is_refused_in_band_and_the_stream_goes_on(client):
 
 
 def test_an_open_palm_on_camera_stops_the_answer(client):
-    conversation = client.converse(conversation_pb2.SessionStart(user_id="vision-test", max_tokens=400))
+    conversation = client.converse(conversation_pb2.SessionStart(max_tokens=400))
     events = conversation.events()
     next(events)  # SessionStarted
     conversation.send_text("Tell me a very long story about a lighthouse keeper.")

@@ -1,55 +1,64 @@
-"""SessionStore: the rules every ingress replica relies on (plain class; the actor is the same code)."""
+"""The SessionStore actor over the durable store: what a restart of the actor keeps (everything acknowledged)."""
+
+from __future__ import annotations
+
+import time
 
 import pytest
 
-from actors.sessions import Exchange, SessionStore
-from almquist.errors import FailedPrecondition, NotFound, ResourceExhausted
+from actors.sessions import INTERNAL_USER, Exchange, SessionStore, get_session_store
+from almquist.config.security import StateConfig
+from almquist.errors import NotFound
 
 
-def test_create_get_and_unknown_session():
-    store = SessionStore()
-    info = store.create("ada", "critic")
-    assert store.get(info.session_id) == info
-    assert info.personality == "critic" and info.thread_id in info.threads
-    with pytest.raises(NotFound, match="unknown session"):
-        store.get("nope")
+@pytest.fixture
+def state(tmp_path) -> StateConfig:
+    return StateConfig(url=f"sqlite:///{tmp_path / 'state.db'}")
 
 
-def test_one_live_stream_per_session():
-    store = SessionStore()
-    sid = store.create("ada", "friendly").session_id
-    store.claim_stream(sid, "stream-1")
-    store.claim_stream(sid, "stream-1")  # the holder may claim again
-    with pytest.raises(FailedPrecondition, match="already has a live Converse stream"):
-        store.claim_stream(sid, "stream-2")
-    store.release_stream(sid, "stream-2")  # not the holder: no effect
-    with pytest.raises(FailedPrecondition):
-        store.claim_stream(sid, "stream-2")
-    store.release_stream(sid, "stream-1")
-    assert store.claim_stream(sid, "stream-2").stream_id == "stream-2"
+def test_a_new_store_over_the_same_file_has_every_session_thread_and_turn(state: StateConfig) -> None:
+    first = SessionStore(state)
+    owner = first.internal_user().user_id
+    session = first.create(owner, "critic")
+    first.open_thread(session.session_id, owner, "music")
+    first.append(session.session_id, "music", Exchange("t1", "play jazz", "here is some jazz"), "key-1")
+    second = SessionStore(state)  # what Ray does after the actor dies: a new process opens the same store
+    assert second.internal_user() == first.internal_user()
+    resumed = second.get(session.session_id, owner)
+    assert (resumed.personality, resumed.thread_id) == ("critic", "music")
+    assert [e.assistant for e in second.history(session.session_id)] == ["here is some jazz"]
+    assert second.answered(session.session_id, "key-1") is not None
 
 
-def test_history_is_per_thread_and_bounded():
-    store = SessionStore(max_exchanges_per_thread=3)
-    info = store.create("ada", "friendly")
-    for i in range(5):
-        store.append(info.session_id, info.thread_id, Exchange(f"t{i}", f"q{i}", f"a{i}"))
-    assert [e.user for e in store.history(info.session_id, last=10)] == ["q2", "q3", "q4"]
-    assert [e.user for e in store.history(info.session_id, last=2)] == ["q3", "q4"]
-    other = store.open_thread(info.session_id, "side")
-    assert other.thread_id == "side" and store.history(info.session_id) == []
-
-
-def test_eviction_spares_live_streams():
-    store = SessionStore(max_sessions=2)
-    live = store.create("a", "friendly").session_id
-    store.claim_stream(live, "s")
-    idle = store.create("b", "friendly").session_id
-    store.create("c", "friendly")  # evicts the idle one, never the live one
-    assert store.get(live)
+def test_the_internal_user_is_an_admin_and_sessions_stay_with_their_owner(state: StateConfig) -> None:
+    store = SessionStore(state)
+    internal = store.internal_user()
+    assert (internal.name, internal.role) == (INTERNAL_USER, "admin")
+    other = store.external_user("f" * 32, "oidc-ffffffffffff", "user")
+    session = store.create(other.user_id, "friendly")
     with pytest.raises(NotFound):
-        store.get(idle)
-    store2 = SessionStore(max_sessions=1)
-    store2.claim_stream(store2.create("a", "friendly").session_id, "s")
-    with pytest.raises(ResourceExhausted):
-        store2.create("b", "friendly")
+        store.get(session.session_id, internal.user_id)  # an admin does not read others' conversations either
+
+
+def test_killing_the_actor_loses_no_session_and_a_held_lease_lapses(local_ray, state: StateConfig) -> None:
+    import ray
+
+    actor = get_session_store(state)
+    owner = ray.get(actor.internal_user.remote()).user_id
+    session = ray.get(actor.create.remote(owner, "friendly"))
+    ray.get(actor.append.remote(session.session_id, session.thread_id, Exchange("t", "hi", "hello"), "k"))
+    ray.get(actor.claim_stream.remote(session.session_id, owner, "dead-ingress", 1.0))
+    ray.kill(actor, no_restart=False)
+    deadline = time.monotonic() + 30
+    while True:  # calls fail while Ray restarts the actor; it is back within seconds
+        try:
+            history = ray.get(actor.history.remote(session.session_id), timeout=10)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert [e.assistant for e in history] == ["hello"]
+    time.sleep(1.1)  # the holder never renewed: its lease lapsed, and a new stream resumes the session
+    assert ray.get(actor.claim_stream.remote(session.session_id, owner, "new", 1.0)).stream_id == "new"
+    ray.kill(actor, no_restart=True)

@@ -24,6 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from almquist import runtime
+from almquist.client import call_metadata
+from almquist.config.security import StateConfig
+from almquist.credentials import login_link, read_credential
 from almquist.v1 import avatar_pb2, common_pb2, conversation_pb2, conversation_pb2_grpc
 from graphs.visemes import ARKIT_NAMES
 from graphs.web_avatar import BridgeInputError, client_event_from_json, server_event_to_json
@@ -32,7 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "web"
 DRIVER = WEB / "tests" / "drive_avatar.mjs"
 CHROMIUM = Path("/usr/bin/chromium")
-METADATA = (("application", "conversation"),)
 
 
 # ---- the bridge's mapping between the page's JSON and the protos ----
@@ -120,6 +122,10 @@ def avatar_url(serve_stack) -> str:
             time.sleep(0.5)
 
 
+def _bearer() -> dict[str, str]:
+    return {"Authorization": f"Bearer {read_credential()}"}
+
+
 def _ws_url(base: str) -> str:
     return base.replace("http://", "ws://") + "ws"
 
@@ -152,7 +158,7 @@ def test_the_page_and_its_files_are_served(avatar_url: str, serve_stack) -> None
 
 
 def test_the_bridge_relays_a_text_turn_and_answers_bad_json_in_band(avatar_url: str) -> None:
-    with ws_connect(_ws_url(avatar_url), open_timeout=30) as ws:
+    with ws_connect(_ws_url(avatar_url), open_timeout=30, additional_headers=_bearer()) as ws:
         ws.send("{not json")
         [error] = _receive(ws, lambda m: "bridge_error" in m, 30)
         assert "not JSON" in error["bridge_error"]["message"]
@@ -171,7 +177,7 @@ def test_the_bridge_relays_a_text_turn_and_answers_bad_json_in_band(avatar_url: 
 
 
 def test_a_stream_the_server_refuses_ends_with_its_status_and_closes_the_socket(avatar_url: str) -> None:
-    with ws_connect(_ws_url(avatar_url), open_timeout=30) as ws:
+    with ws_connect(_ws_url(avatar_url), open_timeout=30, additional_headers=_bearer()) as ws:
         ws.send(json.dumps({"text": {"text": "no SessionStart first"}}))
         [end] = _receive(ws, lambda m: "stream_end" in m, 60)
         assert end["stream_end"]["code"] == "FAILED_PRECONDITION" and "SessionStart" in end["stream_end"]["details"]
@@ -185,7 +191,7 @@ def _resume(target: str, session_id: str) -> conversation_pb2.ServerEvent:
     with grpc.insecure_channel(target) as channel:
         stub = conversation_pb2_grpc.ConversationStub(channel)
         start = conversation_pb2.ClientEvent(start=conversation_pb2.SessionStart(session_id=session_id))
-        call = stub.Converse(iter([start]), metadata=METADATA, timeout=30)
+        call = stub.Converse(iter([start]), metadata=call_metadata(), timeout=30)
         try:
             return next(call)
         finally:
@@ -194,7 +200,7 @@ def _resume(target: str, session_id: str) -> conversation_pb2.ServerEvent:
 
 def test_closing_the_socket_cancels_the_grpc_call(avatar_url: str, serve_stack) -> None:
     before = _health(avatar_url)
-    with ws_connect(_ws_url(avatar_url), open_timeout=30) as ws:
+    with ws_connect(_ws_url(avatar_url), open_timeout=30, additional_headers=_bearer()) as ws:
         ws.send(json.dumps({"start": {"avatar": True}}))
         session_id = _receive(ws, lambda m: "session_started" in m, 60)[-1]["session_started"]["session_id"]
         assert _health(avatar_url)["open_calls"] == before["open_calls"] + 1
@@ -225,6 +231,7 @@ def _drive(scenario: str, url: str, out: Path, timeout_s: float = 300, **options
     assert node, "node is not installed (Debian: apt-get install nodejs)"
     assert CHROMIUM.exists(), f"{CHROMIUM} is missing (Debian: apt-get install chromium)"
     assert (WEB / "node_modules" / "playwright-core").is_dir(), "web/node_modules is missing: run `bash web/setup.sh`"
+    options.setdefault("login", login_link(StateConfig(), url.rstrip("/")))  # signs the page in, as a user would
     done = subprocess.run(
         [node, str(DRIVER), scenario, url, str(out), json.dumps(options)],
         capture_output=True,

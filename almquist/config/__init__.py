@@ -29,6 +29,7 @@ from almquist.config.knowledge import (
 from almquist.config.llm import LLMConfig, VLLMOptions
 from almquist.config.models import PKG_SCHEME, data_dir, default_cache_dir, model_name, resolve_model_ref
 from almquist.config.router import DEFAULT_INTENT_EXAMPLES, DEFAULT_TOPIC_EXAMPLES, RouterConfig
+from almquist.config.security import ROLES, AuthConfig, JWTConfig, QuotaConfig, StateConfig
 from almquist.config.speech import (
     DiarizationConfig,
     SpeechConfig,
@@ -54,10 +55,12 @@ __all__ = [
     "DEFAULT_PERSONALITIES",
     "DEFAULT_TOPIC_EXAMPLES",
     "PKG_SCHEME",
+    "ROLES",
     "SCENES",
     "AppConfig",
     "AudioConfig",
     "AudioLimits",
+    "AuthConfig",
     "AvatarConfig",
     "ConversationConfig",
     "DepthConfig",
@@ -68,18 +71,21 @@ __all__ = [
     "GraphStoreConfig",
     "ImageGenConfig",
     "ImageLimits",
+    "JWTConfig",
     "KGQAConfig",
     "KnowledgeConfig",
     "LLMConfig",
     "MusicAnalysisConfig",
     "MusicGenConfig",
     "NewsConfig",
+    "QuotaConfig",
     "RouterConfig",
     "STTConfig",
     "SceneChangesConfig",
     "SegmentationConfig",
     "SeparationConfig",
     "SpeechConfig",
+    "StateConfig",
     "Strict",
     "TTSConfig",
     "VADConfig",

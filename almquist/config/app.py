@@ -13,6 +13,7 @@ from almquist.config.embeddings import EmbeddingsConfig
 from almquist.config.knowledge import KGQAConfig, KnowledgeConfig, NewsConfig
 from almquist.config.llm import LLMConfig
 from almquist.config.router import RouterConfig
+from almquist.config.security import AuthConfig, QuotaConfig, StateConfig
 from almquist.config.speech import SpeechConfig
 from almquist.config.vision import VisionConfig
 
@@ -31,3 +32,6 @@ class AppConfig(Strict):
     speech: SpeechConfig = Field(default_factory=lambda: SpeechConfig())
     audio: AudioConfig = Field(default_factory=lambda: AudioConfig())
     avatar: AvatarConfig = Field(default_factory=lambda: AvatarConfig())
+    state: StateConfig = Field(default_factory=StateConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig)

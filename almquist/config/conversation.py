@@ -24,6 +24,12 @@ class ConversationConfig(Strict):
     max_text_chars: int = Field(4000, gt=0, description="Longest typed turn accepted.")
     max_history_turns: int = Field(6, ge=0, description="Earlier exchanges sent to the LLM with a turn.")
     max_pending_turns: int = Field(8, gt=0, description="Turns a stream may queue while one is answered.")
+    stream_lease_s: float = Field(
+        8.0, gt=0, description="A Converse stream's lease on its session; renewed every quarter of it while it lives."
+    )
+    idle_stream_s: float = Field(
+        300.0, gt=0, description="A Converse stream with no client event and no answer in flight this long is closed."
+    )
 
     @field_validator("default_personality")
     @classmethod

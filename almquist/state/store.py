@@ -181,6 +181,19 @@ class StateStore:
             row = tx.execute(sa.select(users).where(users.c.name == name)).first()
         return User(**row._mapping) if row else self.add_user(name, role)
 
+    def ensure_external_user(self, user_id: str, name: str, role: str) -> User:
+        """The row of an identity an external issuer vouches for (a JWT's subject), created on first sight; its role
+        follows the issuer's latest token."""
+        if role not in ROLES:
+            raise InvalidArgument(f"role {role!r}: choose one of {', '.join(ROLES)}")
+        with self._tx() as tx:
+            row = tx.execute(sa.select(users).where(users.c.user_id == user_id)).first()
+            if row is None:
+                tx.execute(users.insert().values(user_id=user_id, name=name, role=role, created_at=self._clock()))
+            elif row.role != role:
+                tx.execute(users.update().where(users.c.user_id == user_id).values(role=role))
+        return self.user(user_id)
+
     def user(self, user_id: str) -> User:
         with self._tx() as tx:
             row = tx.execute(sa.select(users).where(users.c.user_id == user_id)).first()

@@ -171,6 +171,7 @@ async function main() {
     page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
     let query = scenario === 'synthetic' ? `${PAGE_QUERY}&connect=0` : PAGE_QUERY;
     if (options.maxTokens) query += `&max_tokens=${options.maxTokens}`;
+    if (options.login) await page.goto(options.login); // the one-time link: sets the page's cookie
     const started = Date.now();
     await page.goto(`${url}?${query}`);
     await page.waitForFunction(() => window.avatarState && (window.avatarState.ready || window.avatarState.errors.length), null, { timeout: 60_000 });
