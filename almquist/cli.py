@@ -55,7 +55,6 @@ def _status_table(status: Any) -> Table:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from almquist import runtime
-
     from almquist.ops import tls_front
 
     schema = runtime.load_profile(args.profile, grpc_port=args.grpc_port, http_port=args.http_port, host=args.host)

@@ -266,3 +266,11 @@ def test_a_key_that_does_not_match_the_certificate_fails_the_start_with_nginxs_r
     with pytest.raises(tls_front.TLSFrontError, match=r"key values mismatch|refused"):
         tls_front.start(config, tmp_path)
     assert tls_front.running(tmp_path) is None
+
+
+def test_almquist_up_refuses_half_a_tls_config_before_starting_anything(certs: Certs, tmp_path: Path) -> None:
+    from almquist import cli
+
+    assert cli.main(["up", "--tls-cert", str(certs.server.cert)]) == 2  # no key
+    missing_key = ["up", "--tls-cert", str(certs.server.cert), "--tls-key", str(tmp_path / "absent.key")]
+    assert cli.main(missing_key) == 2
