@@ -158,7 +158,12 @@ def crd_errors(doc: dict[str, Any]) -> list[str]:
 
 def test_committed_files_equal_the_render() -> None:
     texts = kuberay.render_text("cluster")
-    assert set(texts) == {kuberay.RAYSERVICE_FILE, kuberay.NOTEBOOKS_FILE, kuberay.INGESTION_FILE}
+    assert set(texts) == {
+        kuberay.RAYSERVICE_FILE,
+        kuberay.NOTEBOOKS_FILE,
+        kuberay.INGESTION_FILE,
+        kuberay.SECURITY_FILE,
+    }
     for name, text in texts.items():
         committed = (kuberay.OUT_DIR / name).read_text()
         assert committed == text, f"kuberay/{name} drifted: run python -m almquist.ops.kuberay"
@@ -217,14 +222,14 @@ def core_objects() -> Iterator[tuple[str, dict[str, Any]]]:
         yield where, {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": template}
     for docs in rendered().values():
         for doc in docs:
-            if not doc["apiVersion"].startswith("ray.io/"):
+            if not doc["apiVersion"].startswith(("ray.io/", "cert-manager.io/")):
                 yield f"{doc['kind']}/{doc['metadata']['name']}", doc
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_core_objects_validate_with_kubernetes_validate(version: str) -> None:
     objects = list(core_objects())
-    assert {obj["kind"] for _, obj in objects} == {"PodTemplate", "Service"}
+    assert {obj["kind"] for _, obj in objects} == {"PodTemplate", "Service", "Ingress", "NetworkPolicy"}
     for where, obj in objects:
         try:
             kubernetes_validate.validate(obj, version, strict=True)
@@ -520,3 +525,136 @@ def test_an_unknown_gpu_model_is_refused_with_what_to_add(tmp_path: Path) -> Non
     plan_file.write_text(yaml.safe_dump(raw))
     with pytest.raises(kuberay.KubeRayError, match="GPU_PRODUCTS"):
         kuberay.render("cluster", plan_file)
+
+
+# ---- TLS and the locked cluster (security.yaml, authOptions) ----
+def test_every_ray_cluster_runs_with_token_auth_from_a_secret_by_reference() -> None:
+    """KubeRay's authOptions: it puts RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (a secretKeyRef on the named Secret's
+    `auth_token`) into every Ray container and sends the token on its own calls to the dashboard."""
+    for where, spec in cluster_specs():
+        assert spec["authOptions"] == {"mode": "token", "secretName": kuberay.RAY_TOKEN_SECRET}, where
+    for where, _, template in pod_templates():
+        (container,) = template["spec"]["containers"]
+        names = {item["name"] for item in container["env"]}
+        assert not names & {"RAY_AUTH_TOKEN", "RAY_AUTH_MODE"}, f"{where}: KubeRay sets these from authOptions"
+    assert not documents("Secret")
+
+
+def certificate() -> dict[str, Any]:
+    (doc,) = documents("Certificate")
+    return doc
+
+
+# cert-manager v1 `Certificate.spec` (cert-manager.io_certificates CRD, v1.17): no package ships the CRD's YAML, so
+# the fields and enums this file uses are checked against this excerpt of it.
+CERTIFICATE_SPEC_FIELDS = {
+    "additionalOutputFormats", "commonName", "dnsNames", "duration", "emailAddresses", "encodeUsagesInRequest",
+    "ipAddresses", "isCA", "issuerRef", "keystores", "literalSubject", "nameConstraints", "otherNames", "privateKey",
+    "renewBefore", "renewBeforePercentage", "revisionHistoryLimit", "secretName", "secretTemplate",
+    "signatureAlgorithm", "subject", "uris", "usages",
+}  # fmt: skip
+PRIVATE_KEY_FIELDS = {"algorithm": {"RSA", "ECDSA", "Ed25519"}, "encoding": {"PKCS1", "PKCS8"},
+                      "rotationPolicy": {"Never", "Always"}, "size": None}  # fmt: skip
+KEY_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement", "data encipherment",
+    "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth", "client auth", "code signing",
+    "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
+    "microsoft sgc", "netscape sgc",
+}  # fmt: skip
+GO_DURATION = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
+
+
+def _hours(duration: str) -> float:
+    hours, minutes, seconds = (re.search(rf"(\d+){unit}", duration) for unit in "hms")
+    return sum(int(m.group(1)) / f for m, f in ((hours, 1), (minutes, 60), (seconds, 3600)) if m)
+
+
+def check_certificate(doc: dict[str, Any]) -> None:
+    """Raises AssertionError where cert-manager v1 would refuse the Certificate (or ignore a misspelt field)."""
+    assert doc["apiVersion"] == "cert-manager.io/v1" and doc["kind"] == "Certificate"
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"} and DNS_LABEL.match(doc["metadata"]["name"])
+    spec = doc["spec"]
+    assert set(spec) <= CERTIFICATE_SPEC_FIELDS, set(spec) - CERTIFICATE_SPEC_FIELDS
+    assert spec["secretName"] and spec["issuerRef"]["name"]  # required
+    assert set(spec["issuerRef"]) <= {"name", "kind", "group"}
+    key = spec.get("privateKey", {})
+    assert set(key) <= set(PRIVATE_KEY_FIELDS), set(key) - set(PRIVATE_KEY_FIELDS)
+    for field, allowed in PRIVATE_KEY_FIELDS.items():
+        assert allowed is None or field not in key or key[field] in allowed, f"privateKey.{field}: {key.get(field)}"
+    assert key.get("algorithm") != "ECDSA" or key.get("size", 256) in (256, 384, 521)
+    assert set(spec.get("usages", [])) <= KEY_USAGES
+    for field in ("duration", "renewBefore"):
+        assert field not in spec or GO_DURATION.match(spec[field]), field
+    if "duration" in spec and "renewBefore" in spec:  # cert-manager refuses renewBefore >= duration
+        assert 0 < _hours(spec["renewBefore"]) < _hours(spec["duration"])
+    assert all(DNS_LABEL.match(label) for name in spec.get("dnsNames", []) for label in name.split("."))
+
+
+def test_the_certificate_is_a_cert_manager_v1_certificate() -> None:
+    doc = certificate()
+    check_certificate(doc)
+    spec = doc["spec"]
+    assert spec["secretName"] == kuberay.TLS_SECRET and spec["issuerRef"] == kuberay.ISSUER_REF
+    assert spec["issuerRef"]["kind"] in ("Issuer", "ClusterIssuer") and "server auth" in spec["usages"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dnsName": ["typo.example.com"]},  # misspelt: cert-manager would drop it and issue without the names
+        {"privateKey": {"algorithm": "DSA"}},
+        {"renewBefore": "3000h"},
+        {"usages": ["server auth", "web server"]},
+    ],
+)
+def test_the_certificate_check_rejects_what_cert_manager_would(change: dict[str, Any]) -> None:
+    broken = copy.deepcopy(certificate())
+    broken["spec"].update(change)
+    with pytest.raises(AssertionError):
+        check_certificate(broken)
+
+
+def test_the_ingresses_terminate_tls_with_the_certificates_secret_in_front_of_the_serve_ports() -> None:
+    schema, spec = profile(), certificate()["spec"]
+    ingresses = {doc["metadata"]["name"]: doc for doc in documents("Ingress")}
+    grpc_ingress, http_ingress = ingresses["almquist-grpc"], ingresses["almquist-http"]
+    for doc in ingresses.values():
+        (tls,) = doc["spec"]["tls"]
+        assert tls["secretName"] == spec["secretName"]
+        assert set(tls["hosts"]) <= set(spec["dnsNames"])
+        assert [rule["host"] for rule in doc["spec"]["rules"]] == tls["hosts"]
+    assert grpc_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
+    (grpc_path,) = grpc_ingress["spec"]["rules"][0]["http"]["paths"]
+    assert grpc_path["backend"]["service"] == {
+        "name": kuberay.GRPC_SERVICE_NAME,
+        "port": {"number": schema.grpc_options.port},
+    }
+    (grpc_service,) = documents("Service")
+    assert grpc_service["metadata"]["name"] == kuberay.GRPC_SERVICE_NAME
+    (http_path,) = http_ingress["spec"]["rules"][0]["http"]["paths"]
+    assert http_path["backend"]["service"] == {
+        "name": f"{kuberay.SERVICE_NAME}-serve-svc",  # KubeRay's name for the RayService's HTTP Service
+        "port": {"number": schema.http_options.port},
+    }
+
+
+def test_network_policies_let_only_the_app_the_operator_and_the_ingress_in() -> None:
+    schema = profile()
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in documents("NetworkPolicy")}
+    internal, serve = policies["almquist-ray-internal"], policies["almquist-serve-ingress"]
+    for where, _, template in pod_templates():  # every Ray pod is selected, so the policy closes it
+        labels = template["metadata"]["labels"]
+        assert internal["podSelector"]["matchLabels"].items() <= labels.items(), where
+    app, operator = internal["ingress"]
+    assert app == {"from": [{"podSelector": internal["podSelector"]}]}
+    assert operator["from"] == [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}
+    ]
+    assert {port["port"] for port in operator["ports"]} == {kuberay.DASHBOARD_PORT, kuberay.GCS_PORT}
+    public, metrics = serve["ingress"]
+    assert public["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    assert {port["port"] for port in public["ports"]} == {schema.http_options.port, schema.grpc_options.port}
+    assert {port["port"] for port in metrics["ports"]} == {kuberay.METRICS_PORT}
+    for spec in policies.values():
+        assert spec["policyTypes"] == ["Ingress"]
+        assert all(rule.get("from") for rule in spec["ingress"]), "a rule without `from` admits every source"

@@ -12,6 +12,12 @@ Kubernetes documents, never edited by hand:
 - `raycluster-notebooks.yaml`: an autoscaling CPU `RayCluster` researchers reach with Ray Client or Ray jobs.
 - `rayjob-ingestion.yaml`: a `RayJob` that runs `python -m ingestion metaqa` into the profile's knowledge stores on a
   cluster of its own, deleted after the job.
+- `security.yaml`: TLS and the locked cluster. A cert-manager `Certificate` (its issuer referenced by name, made by the
+  operator) whose Secret the two `Ingress`es (ingress-nginx: gRPC with `backend-protocol: GRPC`, HTTP) terminate TLS
+  with, since Serve's gRPC proxy cannot (almquist/ops/tls_front.py says why); `NetworkPolicy`s that let into the Ray
+  pods only the app's own pods and the KubeRay operator, and into the Serve ports the ingress controller.
+  Every Ray cluster runs with token auth (`authOptions: {mode: token}`): KubeRay hands the token from the Secret
+  `almquist-ray-token` (key `auth_token`) to every Ray container by `secretKeyRef` and uses it for its own calls.
 
 Secrets are referenced, never written: every `*_env` the profile names (e.g. `password_env: NEO4J_PASSWORD`) becomes
 an env var from a `secretKeyRef` on `almquist-secrets`. `python -m almquist.ops.kuberay` writes the files;
@@ -56,6 +62,21 @@ NOTEBOOKS_NAME = "almquist-notebooks"
 INGESTION_NAME = "almquist-ingest-metaqa"
 GRPC_SERVICE_NAME = "almquist-grpc"
 SECRET_NAME = "almquist-secrets"  # created by the operator with kubectl (kuberay/README.md), never committed
+SECURITY_FILE = "security.yaml"
+# Ray's token (key `auth_token`, as KubeRay's authOptions.secretName wants), created with kubectl, never committed.
+RAY_TOKEN_SECRET = "almquist-ray-token"
+AUTH_OPTIONS = {"mode": "token", "secretName": RAY_TOKEN_SECRET}
+# TLS on Kubernetes: cert-manager issues the certificate into TLS_SECRET; the ingress controller terminates TLS.
+TLS_SECRET = "almquist-tls"
+CERTIFICATE_NAME = "almquist-tls"
+ISSUER_REF = {"name": "almquist-issuer", "kind": "ClusterIssuer", "group": "cert-manager.io"}  # made by the operator
+HTTP_HOST = "almquist.example.com"  # placeholders: the names clients use (kuberay/README.md)
+GRPC_HOST = "grpc.almquist.example.com"
+INGRESS_CLASS = "nginx"  # ingress-nginx: gRPC by `backend-protocol: GRPC`, WebSockets as they come
+INGRESS_NAMESPACE = "ingress-nginx"  # where the ingress controller runs (its namespace's standard name label)
+MONITORING_NAMESPACE = "monitoring"  # Prometheus, scraping the metrics port
+OPERATOR_POD_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}  # the KubeRay operator's pods, any namespace
+SERVE_SERVICE = f"{SERVICE_NAME}-serve-svc"  # KubeRay's Service for the RayService's HTTP port
 
 # Read-only volumes the pods mount: the model weights the profile names by path, and the data sets ingestion reads.
 MODELS_CLAIM, MODELS_MOUNT = "almquist-models", "/models"
@@ -292,6 +313,7 @@ def _rayservice(schema: Any, plan: Plan, profile_label: str) -> list[dict[str, A
             "serveConfigV2": serve_config_text(schema, profile_label),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                "authOptions": dict(AUTH_OPTIONS),
                 "enableInTreeAutoscaling": False,
                 "headGroupSpec": head,
                 "workerGroupSpecs": workers,
@@ -369,6 +391,7 @@ def _raycluster_notebooks(schema: Any) -> list[dict[str, Any]]:
             "metadata": {"name": NOTEBOOKS_NAME, "labels": _labels("notebooks")},
             "spec": {
                 "rayVersion": RAY_VERSION,
+                "authOptions": dict(AUTH_OPTIONS),
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {
                     "upscalingMode": "Default",
@@ -448,6 +471,7 @@ def _rayjob_ingestion(schema: Any) -> list[dict[str, Any]]:
                 "activeDeadlineSeconds": 7200,
                 "rayClusterSpec": {
                     "rayVersion": RAY_VERSION,
+                    "authOptions": dict(AUTH_OPTIONS),
                     "enableInTreeAutoscaling": False,
                     "headGroupSpec": head,
                     "workerGroupSpecs": [worker],
@@ -455,6 +479,115 @@ def _rayjob_ingestion(schema: Any) -> list[dict[str, Any]]:
             },
         }
     ]
+
+
+def _security(schema: Any) -> list[dict[str, Any]]:
+    """The Certificate, the Ingresses that terminate TLS with it, and the NetworkPolicies."""
+    http_port, grpc_port = schema.http_options.port, schema.grpc_options.port
+    part_of = {"app.kubernetes.io/part-of": LABELS["app.kubernetes.io/part-of"]}
+    certificate = {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": {"name": CERTIFICATE_NAME, "labels": _labels("tls")},
+        "spec": {
+            "secretName": TLS_SECRET,
+            "commonName": HTTP_HOST,
+            "dnsNames": [HTTP_HOST, GRPC_HOST],
+            "duration": "2160h",  # 90 days, renewed 30 days before the end
+            "renewBefore": "720h",
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            "usages": ["server auth", "digital signature", "key encipherment"],
+            "issuerRef": dict(ISSUER_REF),
+        },
+    }
+
+    def ingress(name: str, host: str, service: str, port: int, annotations: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": name, "labels": _labels("tls"), "annotations": annotations},
+            "spec": {
+                "ingressClassName": INGRESS_CLASS,
+                "tls": [{"hosts": [host], "secretName": TLS_SECRET}],
+                "rules": [
+                    {
+                        "host": host,
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": service, "port": {"number": port}}},
+                                }
+                            ]
+                        },
+                    }
+                ],
+            },
+        }
+
+    # Streams (Converse, avatar streams, the WebSocket bridge) stay open for long quiet stretches; bodies are the
+    # app's to limit (a bidi stream's body is the whole stream).
+    long_lived = {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-body-size": "0",
+    }
+    grpc_ingress = ingress(
+        f"{SERVICE_NAME}-grpc",
+        GRPC_HOST,
+        GRPC_SERVICE_NAME,
+        grpc_port,
+        {"nginx.ingress.kubernetes.io/backend-protocol": "GRPC", **long_lived},
+    )
+    http_ingress = ingress(f"{SERVICE_NAME}-http", HTTP_HOST, SERVE_SERVICE, http_port, dict(long_lived))
+
+    def tcp(*ports: int | str) -> list[dict[str, Any]]:
+        return [{"protocol": "TCP", "port": port} for port in ports]
+
+    # Ray's pods (every cluster of these files): only the app's own pods, and the KubeRay operator (it reads Serve's
+    # status and submits RayJobs through the dashboard, with the token) get in. Policies add up: the next one opens
+    # the Serve ports to the ingress controller and the metrics port to Prometheus.
+    ray_pods = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{SERVICE_NAME}-ray-internal", "labels": _labels("security")},
+        "spec": {
+            "podSelector": {"matchLabels": dict(part_of)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": dict(part_of)}}]},
+                {
+                    "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)}}],
+                    "ports": tcp(DASHBOARD_PORT, GCS_PORT),
+                },
+            ],
+        },
+    }
+    serve_pods = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{SERVICE_NAME}-serve-ingress", "labels": _labels("security")},
+        "spec": {
+            "podSelector": {"matchLabels": _labels("serve")},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": _namespace(INGRESS_NAMESPACE)}}],
+                    "ports": tcp(http_port, grpc_port),
+                },
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": _namespace(MONITORING_NAMESPACE)}}],
+                    "ports": tcp(METRICS_PORT),
+                },
+            ],
+        },
+    }
+    return [certificate, grpc_ingress, http_ingress, ray_pods, serve_pods]
+
+
+def _namespace(name: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": name}  # the label Kubernetes puts on every namespace
 
 
 def _label(path: Path) -> str:
@@ -476,6 +609,7 @@ def _render(schema: Any, plan: Plan, source: Path) -> dict[str, list[dict[str, A
         RAYSERVICE_FILE: _rayservice(schema, plan, _label(source)),
         NOTEBOOKS_FILE: _raycluster_notebooks(schema),
         INGESTION_FILE: _rayjob_ingestion(schema),
+        SECURITY_FILE: _security(schema),
     }
 
 
