@@ -147,12 +147,18 @@ def _embedded_knowledge(profile: str) -> list[Path]:
     return folders
 
 
-def _ray_running() -> bool:
-    import subprocess
+def _in_use(folders: list[Path]) -> bool:
+    """Whether the running system holds the embedded stores: Qdrant's local mode locks its folder (the graph is
+    opened by the same KnowledgeStore actor, so one lock tells for both)."""
+    from qdrant_client import QdrantClient
 
-    from almquist.cli import _ray_bin
-
-    return subprocess.run([_ray_bin(), "status"], capture_output=True).returncode == 0
+    for folder in folders:
+        if (folder / ".lock").exists():
+            try:
+                QdrantClient(path=str(folder)).close()
+            except RuntimeError:  # "Storage folder ... is already accessed by another instance"
+                return True
+    return False
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -161,7 +167,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         console.print(f"[red]{target} is not empty: give a new folder[/red]")
         return 2
     folders = _embedded_knowledge(args.profile)
-    if folders and _ray_running():
+    if _in_use(folders):
         console.print("[red]the embedded knowledge stores are open in the running system: `almquist down` first[/red]")
         return 2
     target.mkdir(parents=True, exist_ok=True)
@@ -178,7 +184,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     source = Path(args.path)
     dump = json.loads((source / "state.json").read_text())
     folders = _embedded_knowledge(args.profile)
-    if folders and _ray_running():
+    if _in_use(folders):
         console.print("[red]the embedded knowledge stores are open in the running system: `almquist down` first[/red]")
         return 2
     store = _store(args)

@@ -25,6 +25,7 @@ The wrapped handlers add one `isinstance` check per request message and one stat
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ import grpc
 
 from almquist.errors import RETRYABLE_RAY_ERRORS, new_reference
 from almquist.limits import GLOBAL_MAX_BYTES, PROXY_ENV, MessageLimit, human_bytes, limit_for
+from almquist.quotas import RETRY_AFTER
 
 logger = logging.getLogger("ray.serve")  # the proxy's own log file
 
@@ -219,6 +221,11 @@ def scrub(context: Any, rpc: str) -> None:
     details = context.details() or ""
     if isinstance(details, bytes):
         details = details.decode(errors="replace")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # Serve's proxy drops the replica's trailing metadata when a call fails, so the `retry-after` a quota
+        # refusal asks for is set here, from the message that says it ("try again in N s")
+        wait = re.search(r"try again in (\d+) s", details)
+        context.set_trailing_metadata(((RETRY_AFTER, wait.group(1) if wait else "1"),))
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith("Request dropped due to backpressure"):
         context.set_details(BUSY)
         return

@@ -51,9 +51,7 @@ from almquist.errors import (
     ResourceExhausted,
     Unavailable,
     Unimplemented,
-    as_almquist_error,
     public_error,
-    unwrap,
 )
 from almquist.identity import Identity
 from almquist.images import open_image
@@ -398,8 +396,7 @@ class ConversationService:
         try:
             hands = await self._media.gestures.recognize.remote(frame.data, frame.mime_type)  # type: ignore[union-attr]
         except Exception as error:
-            ours = as_almquist_error(error) or AlmquistError(f"reading the camera frame failed: {unwrap(error)!r}")
-            out.put_nowait(_error_event(ours))
+            out.put_nowait(_error_event(public_error(error, "reading the camera frame")))
             return
         stops = [hand.gesture for hand in hands if hand.gesture in self._stop_gestures]
         if stops:

@@ -31,7 +31,7 @@ from almquist import metrics
 from almquist.audio import check_format, pcm16_to_float, to_mono
 from almquist.config.audio import AudioLimits
 from almquist.config.speech import VADConfig
-from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, as_almquist_error
+from almquist.errors import AlmquistError, InvalidArgument, ResourceExhausted, public_error
 from almquist.v1 import common_pb2, media_pb2
 from deployments.diarization import speaker_at
 
@@ -316,7 +316,7 @@ class AudioInput:
             heard: HeardSpeech | None = await turn.finish()
         except Exception as error:
             heard = None
-            self._on_error(as_almquist_error(error) or AlmquistError(f"transcribing the turn failed: {error!r}"))
+            self._on_error(public_error(error, "transcribing the turn"))
         if previous is not None:  # transcribed at the same time, delivered in the order spoken
             with contextlib.suppress(Exception):
                 await previous

@@ -21,7 +21,7 @@ class AudioLimits(Strict):
     max_sample_rate_hz: int = Field(96000, gt=0)
     max_channels: int = Field(8, gt=0)
     max_seconds: float = Field(600.0, gt=0, description="Longest clip (or one turn of streamed speech) accepted.")
-    max_file_bytes: int = Field(200_000_000, gt=0, description="Largest encoded audio file accepted.")
+    max_file_bytes: int = Field(128 << 20, gt=0, description="Largest encoded audio file accepted.")
 
 
 class SeparationConfig(Strict):

@@ -1,0 +1,71 @@
+"""`almquist users|keys|backup|restore` on a durable store of the test's own, as an admin would run them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from almquist.config.security import StateConfig
+from almquist.state import Exchange, StateStore
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ALMQUIST_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "ALMQUIST_CREDENTIALS": str(tmp_path / "credentials"),
+        "ALMQUIST_CACHE_DIR": str(tmp_path / "cache"),  # the embedded knowledge stores backup copies
+        "COLUMNS": "200",
+    }
+
+
+def almquist(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "almquist.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_an_admin_adds_a_user_with_a_key_lists_and_revokes_it(env: dict[str, str]) -> None:
+    added = almquist(env, "users", "add", "ann", "curator", "--key").stdout
+    found = re.search(r"alm_[0-9a-f]{16}_\S{43}", added)
+    assert found, added
+    credential = found.group(0)
+    store = StateStore(StateConfig(url=env["ALMQUIST_STATE_URL"]))
+    user = store.user_for_key(credential)
+    assert user is not None and user.role == "curator"
+    listed = almquist(env, "users", "list").stdout
+    assert "ann" in listed and "curator" in listed
+    key_id = credential.split("_")[1]
+    assert key_id in almquist(env, "keys", "list", "ann").stdout
+    assert credential not in almquist(env, "keys", "list").stdout  # listings never show a secret
+    almquist(env, "keys", "revoke", key_id)
+    assert store.user_for_key(credential) is None
+    again = almquist(env, "keys", "revoke", key_id, check=False)
+    assert again.returncode == 1 and "already revoked" in again.stderr and "Traceback" not in again.stderr
+    missing = almquist(env, "users", "delete", "nobody", check=False)
+    assert missing.returncode == 1 and "no user 'nobody'" in missing.stderr
+
+
+def test_backup_and_restore_bring_back_users_sessions_and_history(env: dict[str, str], tmp_path: Path) -> None:
+    store = StateStore(StateConfig(url=env["ALMQUIST_STATE_URL"]))
+    ann = store.add_user("ann")
+    _, credential = store.create_key(ann.user_id)
+    session = store.create_session(ann.user_id, "critic")
+    store.append(session.session_id, session.thread_id, Exchange("t", "remember tulip", "noted"))
+    almquist(env, "backup", str(tmp_path / "backup"))
+    store.delete_user(ann.user_id)
+    assert store.user_for_key(credential) is None
+    almquist(env, "restore", str(tmp_path / "backup"))
+    assert store.user_for_key(credential) == ann
+    assert [e.user for e in store.history(session.session_id)] == ["remember tulip"]
+    refused = almquist(env, "backup", str(tmp_path / "backup"), check=False)  # never over an earlier backup
+    assert refused.returncode == 2 and "not empty" in refused.stderr
