@@ -23,6 +23,7 @@ from almquist.cli_media import add_media_commands
 from almquist.client import DEFAULT_TARGET, Client
 from almquist.credentials import credentials_path, ensure_owner_key, login_link
 from almquist.errors import AlmquistError
+from almquist.limits import PROXY_ENV
 from almquist.v1 import common_pb2, conversation_pb2
 
 # Messages are never wrapped to the terminal: scripts and tests read them, and a wrap would split their words.
@@ -90,6 +91,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     # Token auth (RAY_AUTH_MODE=token, the token created once) for `ray start`, and for this process's ray.init and
     # job client; a RAY_AUTH_MODE the caller set is kept.
     os.environ.update(runtime.ray_auth_env())
+    # The gRPC proxy's global message cap (almquist/limits.py): gRPC refuses a larger message from its length prefix
+    os.environ.update({name: value for name, value in PROXY_ENV.items() if name not in os.environ})
     # Logical CPUs, not cores: the local profile's replicas reserve ~1.6 and the knowledge job ~1 more, so a 2-core
     # laptop declares 4 and lets them share the cores rather than leave the job pending.
     head = runtime.head_start_command(_ray_bin(), args.num_cpus or max(4, os.cpu_count() or 1), host=public_host)
@@ -119,6 +122,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     for app in schema.applications:  # the browser avatar (web/), for anyone without UE5
         if app.import_path == "graphs.web_avatar:build_app":
             page = f"http://127.0.0.1:{schema.http_options.port}{app.route_prefix}"
+            if tls is not None:  # the page through the front, where the certificate is
+                page = f"https://{public_host}:{tls.http_port}{app.route_prefix}"
             table.add_row("Browser avatar", f"{page}/")
             table.add_row("  sign in (once)", login_link(state, page))
     out.print(table)

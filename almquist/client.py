@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -73,11 +74,24 @@ class Client:
     application: str = field(default_factory=lambda: os.environ.get("ALMQUIST_APPLICATION", APPLICATION))
     timeout_s: float | None = None
     api_key: str | None = field(default_factory=read_credential, repr=False)
+    # TLS through `almquist up --tls-cert ...`'s front: the CA that signed its certificate (ALMQUIST_TLS_CA), and
+    # for mutual TLS this client's certificate and key (ALMQUIST_TLS_CLIENT_CERT, ALMQUIST_TLS_CLIENT_KEY)
+    tls_ca: str | None = field(default_factory=lambda: os.environ.get("ALMQUIST_TLS_CA"))
+    tls_client_cert: str | None = field(default_factory=lambda: os.environ.get("ALMQUIST_TLS_CLIENT_CERT"))
+    tls_client_key: str | None = field(default_factory=lambda: os.environ.get("ALMQUIST_TLS_CLIENT_KEY"))
     _channel: grpc.Channel = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         options = [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_POLICY))]
-        self._channel = grpc.insecure_channel(self.target, options=options)
+        if self.tls_ca:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(self.tls_ca).read_bytes(),
+                private_key=Path(self.tls_client_key).read_bytes() if self.tls_client_key else None,
+                certificate_chain=Path(self.tls_client_cert).read_bytes() if self.tls_client_cert else None,
+            )
+            self._channel = grpc.secure_channel(self.target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(self.target, options=options)
         self.stub = conversation_pb2_grpc.ConversationStub(self._channel)
         self.knowledge = knowledge_pb2_grpc.KnowledgeStub(self._channel)
         self.media = media_pb2_grpc.MediaStub(self._channel)
@@ -294,3 +308,344 @@ def audio_chunks(samples: Any, sample_rate_hz: int, chunk_s: float = 0.1) -> Ite
             start_s=start / sample_rate_hz,
             sequence=sequence,
         )
+
+
+# ----- riding out failures: retries under the same idempotency key, and streams that resume themselves -----
+
+# Codes after which the same turn may be sent again under its idempotency key: a part restarting (UNAVAILABLE),
+# overload or a quota (RESOURCE_EXHAUSTED), a stream whose lease was lost (ABORTED).
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
+
+
+@dataclass
+class Backoff:
+    """Exponential back-off with full jitter, bounded by a deadline (monotonic seconds)."""
+
+    deadline: float
+    initial_s: float = 0.25
+    max_s: float = 2.0
+    _next_s: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self._next_s = self.initial_s
+
+    def left(self) -> float:
+        import time
+
+        return self.deadline - time.monotonic()
+
+    def wait(self, at_least_s: float = 0.0) -> bool:
+        """Sleeps before the next try; False (without sleeping) when the deadline leaves no time for one."""
+        import random
+        import time
+
+        pause = max(at_least_s, random.uniform(self._next_s / 2, self._next_s))
+        if time.monotonic() + pause >= self.deadline:
+            return False
+        time.sleep(pause)
+        self._next_s = min(self.max_s, self._next_s * 2)
+        return True
+
+
+def _retry_after_s(error: grpc.RpcError) -> float:
+    """The server's `retry-after` (seconds) on a refused call, else 0."""
+    try:
+        trailing = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
+        return float(trailing.get("retry-after", 0))
+    except (TypeError, ValueError, AttributeError):
+        return 0.0
+
+
+def _previous_attempts(call: Any) -> int:
+    """How many times gRPC's own retry policy had already sent this call (its `grpc-previous-rpc-attempts`)."""
+    try:
+        return int(dict(call.initial_metadata() or ()).get("grpc-previous-rpc-attempts", 0))
+    except (TypeError, ValueError, AttributeError):
+        return 0
+
+
+@dataclass
+class Answered:
+    """What a turn that was retried until answered ended with: the answer and what getting it took."""
+
+    turn_id: str
+    text: str  # the answer
+    route: str
+    turn_end: common_pb2.TurnEnd
+    idempotency_key: str
+    retries: int = 0  # sends after the first (ours and gRPC's own), the same key each time
+    reopens: int = 0  # streams opened again after one broke (Converse only)
+    resume_s: list[float] = field(default_factory=list)  # seconds from a broken stream to its session resumed
+    codes: list[str] = field(default_factory=list)  # the status (or TurnEnd) of each failed try, in order
+    events: list[conversation_pb2.ServerEvent] = field(default_factory=list, repr=False)  # the answered try's
+    first_s: dict[str, float] = field(default_factory=dict)  # event kind -> seconds from the answered send to its first
+
+
+def ask_until_answered(
+    client: Client,
+    text: str,
+    session_id: str = "",
+    *,
+    personality: str = "",
+    max_tokens: int = 0,
+    idempotency_key: str = "",
+    deadline_s: float = 60.0,
+) -> Answered:
+    """`Ask`, sent again under the same idempotency key after each retryable failure until `deadline_s`: gRPC's own
+    retry policy covers about two seconds, this covers a replica's restart. Raises the last RpcError when the
+    failure is not retryable or the deadline passes."""
+    import time
+
+    key = idempotency_key or uuid.uuid4().hex
+    request = conversation_pb2.AskRequest(
+        text=text, session_id=session_id, personality=personality, max_tokens=max_tokens, idempotency_key=key
+    )
+    backoff = Backoff(time.monotonic() + deadline_s)
+    retries = 0
+    codes: list[str] = []
+    while True:
+        timeout = max(1.0, min(client.timeout_s or deadline_s, backoff.left()))
+        try:
+            response, call = client.stub.Ask.with_call(request, metadata=client.metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            retries += _previous_attempts(error)
+            codes.append(error.code().name)  # type: ignore[attr-defined]
+            if error.code() not in RETRYABLE_CODES or not backoff.wait(_retry_after_s(error)):  # type: ignore[attr-defined]
+                raise
+            retries += 1
+            continue
+        retries += _previous_attempts(call)
+        return Answered(
+            response.turn_id, response.answer, response.route, response.turn_end, key, retries, 0, [], codes
+        )
+
+
+class ResilientConversation:
+    """A Converse session that survives its stream breaking: typed turns are sent one at a time with an idempotency
+    key; when the stream breaks (the ingress died, the lease was lost) the session is resumed on a new stream by its
+    id (waiting out the dead stream's lease) and the unanswered turn is sent again under the same key, so it is
+    answered once and stored once. A TurnEnd that says `retryable` is sent again the same way on the same stream.
+
+        with ResilientConversation(client, conversation_pb2.SessionStart(max_tokens=16)) as session:
+            answered = session.turn("Tell me a joke.")
+    """
+
+    _CLOSED = object()
+
+    def __init__(
+        self,
+        client: Client,
+        start: conversation_pb2.SessionStart | None = None,
+        deadline_s: float = 60.0,
+        turn_timeout_s: float = 120.0,
+    ) -> None:
+        import time
+
+        self._client = client
+        self._start = conversation_pb2.SessionStart()
+        self._start.CopyFrom(start or conversation_pb2.SessionStart())
+        self.deadline_s = deadline_s
+        self.turn_timeout_s = turn_timeout_s
+        self.session_id = self._start.session_id
+        self.opened = 0  # streams opened, the first included
+        self.silent_ends = 0  # streams that ended with OK while a turn was unanswered (a server bug if ever > 0)
+        self._conversation: Conversation | None = None
+        self._events: queue.Queue[Any] = queue.Queue()
+        self.started: conversation_pb2.SessionStarted | None = None
+        self._open(Backoff(time.monotonic() + deadline_s), resume=False)
+
+    # ----- the stream -----
+
+    def _open(self, backoff: Backoff, resume: bool, codes: list[str] | None = None) -> None:
+        """Opens a stream on the session (a new one, or ours by id) and reads its SessionStarted; a refusal that may
+        pass (the old stream's lease not lapsed yet: FAILED_PRECONDITION; a restarting part) is tried again."""
+        while True:
+            start = conversation_pb2.SessionStart()
+            start.CopyFrom(self._start)
+            start.session_id = self.session_id
+            events: queue.Queue[Any] = queue.Queue()
+            conversation = Conversation(self._client, start)
+            threading.Thread(target=self._pump, args=(conversation, events), daemon=True).start()
+            self.opened += 1
+            first = self._get(events, max(1.0, min(self.turn_timeout_s, backoff.left())))
+            if isinstance(first, conversation_pb2.ServerEvent) and first.WhichOneof("event") == "session_started":
+                self._conversation, self._events = conversation, events
+                self.started = first.session_started
+                self.session_id = first.session_started.session_id
+                return
+            conversation.cancel()
+            code = first.code() if isinstance(first, grpc.RpcError) else None  # type: ignore[attr-defined]
+            if codes is not None:
+                codes.append(code.name if code is not None else "NO_SESSION_STARTED")
+            retryable = code in RETRYABLE_CODES or (resume and code == grpc.StatusCode.FAILED_PRECONDITION)
+            retryable = retryable or first is None or first is self._CLOSED
+            if not retryable or not backoff.wait(_retry_after_s(first) if code is not None else 0.0):
+                if isinstance(first, grpc.RpcError):
+                    raise first
+                raise TimeoutError(f"the session did not start within {self.deadline_s:g} s")
+
+    @classmethod
+    def _pump(cls, conversation: Conversation, events: queue.Queue[Any]) -> None:
+        try:
+            for event in conversation.events():
+                events.put(event)
+            events.put(cls._CLOSED)
+        except grpc.RpcError as error:
+            events.put(error)
+
+    @staticmethod
+    def _get(events: queue.Queue[Any], timeout_s: float) -> Any:
+        """The next event, an RpcError, _CLOSED, or None when nothing came within `timeout_s`."""
+        try:
+            return events.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    # ----- turns -----
+
+    def turn(self, text: str, idempotency_key: str = "") -> Answered:
+        """Sends a typed turn and reads it to its TurnEnd, resending it under the same key until it is answered or
+        `deadline_s` passes (then it raises the last RpcError, or TimeoutError)."""
+        import time
+
+        key = idempotency_key or uuid.uuid4().hex
+        backoff = Backoff(time.monotonic() + self.deadline_s)
+        retries, reopens = 0, 0
+        resume_s: list[float] = []
+        codes: list[str] = []
+        while True:
+            if self._conversation is None:  # a spoken turn's stream broke: resume the session first
+                self._open(backoff, resume=True, codes=codes)
+            assert self._conversation is not None
+            self._conversation.send_text(text, key)
+            sent = time.monotonic()
+            first_s: dict[str, float] = {}
+            events: list[conversation_pb2.ServerEvent] = []
+            turn_deadline = time.monotonic() + min(self.turn_timeout_s, max(1.0, backoff.left()))
+            broken: Any = None
+            while True:
+                item = self._get(self._events, max(0.0, turn_deadline - time.monotonic()))
+                if not isinstance(item, conversation_pb2.ServerEvent):
+                    broken = item
+                    break
+                kind = item.WhichOneof("event")
+                if kind == "error":  # the turn itself was refused in-band (quota, queue full, bad input)
+                    broken = item.error
+                    break
+                events.append(item)
+                first_s.setdefault(kind or "", time.monotonic() - sent)
+                if kind == "avatar":  # avatar.audio, avatar.face, ...: what a player waits for
+                    first_s.setdefault(f"avatar.{item.avatar.WhichOneof('event')}", time.monotonic() - sent)
+                if kind == "turn_end":
+                    break
+            if broken is None:
+                end = events[-1].turn_end
+                if not end.retryable:
+                    started = next((e.turn_started for e in events if e.WhichOneof("event") == "turn_started"), None)
+                    return Answered(
+                        end.turn_id,
+                        "".join(e.token.text for e in events if e.WhichOneof("event") == "token"),
+                        started.route if started is not None else "",
+                        end,
+                        key,
+                        retries,
+                        reopens,
+                        resume_s,
+                        codes,
+                        events,
+                        first_s,
+                    )
+                codes.append("TURN_END_RETRYABLE")
+                if not backoff.wait():
+                    raise TimeoutError(f"the turn was not answered within {self.deadline_s:g} s: {end.detail}")
+                retries += 1
+                continue
+            if isinstance(broken, conversation_pb2.ErrorEvent):
+                code = next((c for c in grpc.StatusCode if c.value[0] == broken.code), grpc.StatusCode.UNKNOWN)
+                codes.append(f"EVENT_{code.name}")
+                if code not in RETRYABLE_CODES:
+                    raise ValueError(f"the turn was refused: {code.name}: {broken.message}")
+                if not backoff.wait():
+                    raise TimeoutError(f"the turn was refused until the deadline: {broken.message}")
+                retries += 1
+                continue
+            # the stream broke (an error status, an end without our TurnEnd, or silence past the turn's timeout)
+            if isinstance(broken, grpc.RpcError):
+                code = broken.code()  # type: ignore[attr-defined]
+                codes.append(code.name)
+                if code not in RETRYABLE_CODES and code != grpc.StatusCode.CANCELLED:
+                    raise broken
+            elif broken is self._CLOSED:
+                self.silent_ends += 1
+                codes.append("CLOSED_WITHOUT_TURN_END")
+            else:
+                codes.append("NO_TURN_END_IN_TIME")
+            self._conversation.cancel()
+            broke_at = time.monotonic()
+            if not backoff.wait():
+                raise TimeoutError(f"the turn was not answered within {self.deadline_s:g} s ({codes})")
+            self._open(backoff, resume=True, codes=codes)
+            resume_s.append(time.monotonic() - broke_at)
+            reopens += 1
+            retries += 1
+
+    def speak(self, chunks: Iterator[common_pb2.AudioChunk], timeout_s: float | None = None) -> Answered:
+        """A spoken turn: the chunks, then EndOfTurn, read to the turn's TurnEnd. Audio carries no idempotency key,
+        so a spoken turn is never sent twice: a broken stream raises (the RpcError, or TimeoutError), an in-band
+        refusal raises ValueError, and the caller decides (the session itself resumes on the next call).
+        `first_s` is timed from EndOfTurn."""
+        import time
+
+        if self._conversation is None:
+            self._open(Backoff(time.monotonic() + self.deadline_s), resume=True)
+        assert self._conversation is not None
+        for chunk in chunks:
+            self._conversation.send_audio(chunk)
+        self._conversation.end_turn()
+        sent = time.monotonic()
+        deadline = sent + (timeout_s or self.turn_timeout_s)
+        events: list[conversation_pb2.ServerEvent] = []
+        first_s: dict[str, float] = {}
+        while True:
+            item = self._get(self._events, max(0.0, deadline - time.monotonic()))
+            if isinstance(item, conversation_pb2.ServerEvent):
+                kind = item.WhichOneof("event")
+                if kind == "error":
+                    code = next((c for c in grpc.StatusCode if c.value[0] == item.error.code), grpc.StatusCode.UNKNOWN)
+                    raise ValueError(f"the spoken turn was refused: {code.name}: {item.error.message}")
+                events.append(item)
+                first_s.setdefault(kind or "", time.monotonic() - sent)
+                if kind == "turn_end":
+                    end = item.turn_end
+                    started = next((e.turn_started for e in events if e.WhichOneof("event") == "turn_started"), None)
+                    answer = "".join(e.token.text for e in events if e.WhichOneof("event") == "token")
+                    route = started.route if started is not None else ""
+                    return Answered(end.turn_id, answer, route, end, "", events=events, first_s=first_s)
+                continue
+            self._conversation.cancel()
+            self._conversation = None  # the next call opens the session again
+            if isinstance(item, grpc.RpcError):
+                raise item
+            raise TimeoutError(
+                "the spoken turn got no TurnEnd" + (" (the stream ended)" if item is self._CLOSED else "")
+            )
+
+    # ----- the end -----
+
+    def close(self) -> None:
+        """Tells the server nothing more is coming and lets the stream end (its lease is released)."""
+        if self._conversation is None:
+            return
+        self._conversation.close_send()
+        while True:
+            item = self._get(self._events, 30.0)
+            if not isinstance(item, conversation_pb2.ServerEvent):
+                break
+        self._conversation.cancel()
+        self._conversation = None
+
+    def __enter__(self) -> ResilientConversation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -116,9 +116,15 @@ def serve_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeStack
     # clusters configure it): tests mint tokens with `serve_stack.issuer`
     issuer = TokenIssuer(tmp_path_factory.mktemp("oidc"))
     app.args["auth"] = {"jwt": issuer.config(), "key_cache_s": 2.0}
+    # an idle Converse stream is closed after 30 s here (300 s by default), so a test can watch it happen
+    app.args["conversation"] = {**app.args.get("conversation", {}), "idle_stream_s": 30.0}
     # Our metrics (almquist.metrics) on Ray's Prometheus endpoint, reported every second rather than Ray's 10 s so
     # a test finds a turn's series soon after it; read by Ray's processes, which inherit this environment.
     metrics_port = runtime.free_port()
+    from almquist.limits import PROXY_ENV  # the proxy's global message cap, set wherever Ray starts
+
+    for name, value in PROXY_ENV.items():
+        os.environ.setdefault(name, value)
     os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
     # "local": a Ray of its own even while `almquist up` runs one on this machine (ray.init would join that one)
     # 6 logical CPUs on a 2-core machine: the local profile's replicas reserve ~2.5, and modules that share this Ray

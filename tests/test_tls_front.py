@@ -274,3 +274,18 @@ def test_almquist_up_refuses_half_a_tls_config_before_starting_anything(certs: C
     assert cli.main(["up", "--tls-cert", str(certs.server.cert)]) == 2  # no key
     missing_key = ["up", "--tls-cert", str(certs.server.cert), "--tls-key", str(tmp_path / "absent.key")]
     assert cli.main(missing_key) == 2
+
+
+def test_the_python_client_talks_tls_to_the_front(front, certs: Certs) -> None:
+    """almquist.client.Client (the CLI's and notebooks') with the CA, and its own certificate under mutual TLS."""
+    from almquist.client import Client
+
+    config, _ = front
+    mine = certs.client if config.client_ca else None
+    with Client(
+        f"localhost:{config.grpc_port}",
+        tls_ca=str(certs.ca.cert),
+        tls_client_cert=str(mine.cert) if mine else None,
+        tls_client_key=str(mine.key) if mine else None,
+    ) as client:
+        assert _check(client._channel) == health_pb2.HealthCheckResponse.SERVING

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from almquist.limits import PROXY_ENV
 from almquist.ops.placement import (
     NODE_TYPE_UNITS,
     NodeType,
@@ -162,6 +163,8 @@ def _env(secret_envs: list[str], *, gpus: int, data: bool) -> list[dict[str, Any
         {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": _secret_key(name)}}}
         for name in secret_envs
     ]
+    # the Serve gRPC proxy's global message cap (almquist/limits.py), on every node a proxy may run
+    env += [{"name": name, "value": value} for name, value in PROXY_ENV.items()]
     if data:
         env.append({"name": "ALMQUIST_DATA_DIR", "value": DATA_MOUNT})
     if not gpus:
