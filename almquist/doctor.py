@@ -174,8 +174,12 @@ def models(schema: Any) -> Iterator[Finding]:
 
 
 def ray_auth(machine: Machine, running: bool) -> Iterator[Finding]:
-    mode = machine.environ.get("RAY_AUTH_MODE", "") or "disabled (Ray's default)"
-    if mode == "token":
+    mode = machine.environ.get("RAY_AUTH_MODE", "")
+    if not mode:  # `almquist up` runs Ray in token mode unless the caller chose a mode
+        from almquist.runtime import ray_auth_token_path
+
+        yield Finding("Ray auth mode", "ok", f"token (`almquist up` sets it; the token: {ray_auth_token_path()})")
+    elif mode == "token":
         yield Finding("Ray auth mode", "ok", "token")
     else:
         yield Finding(
