@@ -581,7 +581,8 @@ class StateStore:
             sa.select(sessions).where(sessions.c.session_id == session_id, sessions.c.owner == owner)
         ).first()
         if row is None:  # also another owner's session: the same answer as for an id that does not exist
-            raise NotFound(f"unknown session {session_id!r}; start a new one with an empty session_id")
+            # no id in the message: Serve logs a failed call's message, and a session id is all it takes to resume
+            raise NotFound("unknown session_id; start a new session with an empty session_id")
         now = self._clock()
         if touch:
             tx.execute(sessions.update().where(sessions.c.session_id == session_id).values(last_seen=now))
