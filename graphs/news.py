@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from almquist.config import NewsConfig
+from graphs.prompt_fence import one_line
 from graphs.turn import Citation
 
 
@@ -119,8 +120,9 @@ def format_time(epoch_s: float) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    # One line per item: a feed's own newlines could otherwise fake another "[time, source]" line in the prompt.
-    flat = " ".join(str(text).split())
+    # One line per item: a feed's own newlines could otherwise fake another "[time, source]" line in the prompt;
+    # and no chat-template token or fence-like bracket run (graphs.prompt_fence: feed text is data, never instructions).
+    flat = one_line(text)
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 
 
@@ -224,5 +226,7 @@ class NewsRetriever:
     def facts_prompt(self, ranked: Sequence[RankedItem], now: float) -> str:
         """The items for the LLM, best first, each line "[YYYY-MM-DD HH:MM UTC, source] title: text"; `now` is
         stated so that the answer can say how old an item is."""
-        lines = "\n".join(f"[{format_time(item.published)}, {item.source}] {self.snippet(item)}" for item in ranked)
+        lines = "\n".join(
+            f"[{format_time(item.published)}, {_clip(item.source, 80)}] {self.snippet(item)}" for item in ranked
+        )
         return f"The time now is {format_time(now)}. Recent items, best match first:\n{lines}"

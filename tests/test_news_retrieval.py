@@ -329,10 +329,13 @@ def test_graph_rag_answers_news_turns_from_the_right_items(store, engine, tmp_pa
     first = citations[0]
     assert first.published == NOW - 5 * HOUR and first.url == "https://example.org/m1"
     [request] = rag._llm.requests
-    system = request.messages[0].content
+    system, question = request.messages[0].content, request.messages[-1].content
     assert system.startswith("Be brief." + NEWS_GROUNDED_NOTE)
-    assert "[2026-11-23 22:00 UTC, football-api] Arsenal 2-1 Chelsea: Saka scored the winner" in system
-    assert request.messages[-1].content == "what was the score of the Arsenal game?"
+    # the items are data: fenced in the user message after the question, never in the system message
+    # (graphs/prompt_fence.py; tests/test_prompt_fence.py)
+    assert "Arsenal 2-1" not in system
+    assert question.startswith("what was the score of the Arsenal game?\n\n<<<untrusted-data ")
+    assert "\n[2026-11-23 22:00 UTC, football-api] Arsenal 2-1 Chelsea: Saka scored the winner" in question
 
     weather = [x for x in answer(rag, "weather in Berlin", "news") if isinstance(x, Citation)]
     assert [c.source_id for c in weather[:2]] == [berlin_now, berlin_yesterday], [c.title for c in weather]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from almquist.config import LLMConfig
 
@@ -38,6 +38,32 @@ class TokenChunk:
     text: str
     index: int
     finish_reason: Literal["stop", "length"] | None = None
+
+
+def special_tokens_of(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special tokens (BOS/EOS, chat-template markers such as `<|im_start|>`), longest first."""
+    tokens = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        if getattr(added, "special", False):
+            tokens.add(str(added.content))
+    return tuple(sorted((t for t in tokens if t), key=len, reverse=True))
+
+
+def without_special_tokens(content: str, special_tokens: tuple[str, ...]) -> str:
+    """`content` with every special token of the tokenizer removed: text in a message (the user's, or retrieved
+    material fenced by graphs/prompt_fence.py) can never be read as a turn boundary or a forged role; the chat
+    template adds the real ones around it."""
+    previous = None
+    while previous != content:  # removing one may join the halves of another
+        previous = content
+        for token in special_tokens:
+            content = content.replace(token, "")
+    return content
+
+
+def template_messages(request: GenerationRequest, special_tokens: tuple[str, ...]) -> list[dict[str, str]]:
+    """The request's messages as a chat template takes them, each content without special tokens."""
+    return [{"role": m.role, "content": without_special_tokens(m.content, special_tokens)} for m in request.messages]
 
 
 @dataclass

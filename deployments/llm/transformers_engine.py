@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from almquist.config import LLMConfig, default_cache_dir, resolve_model_ref
-from deployments.llm.engine import EngineStats, GenerationRequest, TokenChunk
+from deployments.llm.engine import (
+    EngineStats,
+    GenerationRequest,
+    TokenChunk,
+    special_tokens_of,
+    template_messages,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,7 @@ class TransformersEngine:
         self.stats = EngineStats()
         self._model: Any = None
         self._tokenizer: Any = None
+        self._special_tokens: tuple[str, ...] | None = None  # the tokenizer's, removed from message text
         self._lock = asyncio.Lock()  # one generation at a time: on CPU they would only slow each other down
 
     async def start(self) -> None:
@@ -127,7 +134,9 @@ class TransformersEngine:
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The chat template applied to the request's messages, as token ids."""
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        if self._special_tokens is None:
+            self._special_tokens = special_tokens_of(self._tokenizer)
+        messages = template_messages(request, self._special_tokens)
         ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in newer transformers
             ids = ids["input_ids"]

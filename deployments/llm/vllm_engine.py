@@ -19,7 +19,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from almquist.config import LLMConfig, resolve_model_ref
-from deployments.llm.engine import EngineStats, GenerationRequest, TokenChunk
+from deployments.llm.engine import (
+    EngineStats,
+    GenerationRequest,
+    TokenChunk,
+    special_tokens_of,
+    template_messages,
+)
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -89,8 +95,9 @@ class VLLMEngine:
 
     def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
         """The chat-templated prompt as token ids (the template adds any BOS itself, so no special tokens here)."""
-        messages = [{"role": message.role, "content": message.content} for message in request.messages]
-        text = self._require_tokenizer().apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        tokenizer = self._require_tokenizer()
+        messages = template_messages(request, special_tokens_of(tokenizer))
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(self._tokenizer.encode(text, add_special_tokens=False))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TokenChunk]:
