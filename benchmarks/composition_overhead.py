@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,7 +24,13 @@ from almquist import runtime
 from almquist.config import AppConfig
 
 console = Console(width=150)  # a table wider than a pipe's default 80 columns
-QUESTION = "Who directed Inception?"
+# Chit-chat: the router sends it to the LLM, so every path generates tokens (a knowledge question on an empty
+# knowledge base is answered "not found" without the LLM, and the benchmark would time nothing of the model).
+QUESTION = "Tell me something cheerful about the weekend."
+
+
+class NothingGenerated(RuntimeError):
+    """A path answered without tokens: its timings would say nothing about composing the model."""
 
 
 class LocalHandle:
@@ -75,6 +83,8 @@ async def time_turn(events: Callable[[], Any]) -> tuple[float, float, int]:
         if event.WhichOneof("event") == "token":
             tokens += 1
             first = first or time.perf_counter() - started
+        elif event.WhichOneof("event") == "turn_end" and not tokens:
+            raise NothingGenerated(f"a turn ended without tokens: {event.turn_end}")
     return first or float("nan"), time.perf_counter() - started, tokens
 
 
@@ -108,9 +118,17 @@ async def main(turns: int, max_tokens: int) -> None:
     import ray
 
     from almquist.client import Client
+    from almquist.config.security import StateConfig
+    from almquist.credentials import ensure_owner_key
     from almquist.v1 import conversation_pb2
 
+    # identities and sessions of this run only, never the user's (the gRPC path calls with an owner key of its own)
+    scratch = tempfile.mkdtemp(prefix="almquist-bench-")
+    os.environ["ALMQUIST_STATE_URL"] = f"sqlite:///{scratch}/state.db"
+    os.environ["ALMQUIST_CREDENTIALS"] = f"{scratch}/credentials"
+    ensure_owner_key(StateConfig())
     schema = runtime.load_profile("local", grpc_port=runtime.free_port(), http_port=runtime.free_port())
+    schema.applications[0].args["state"] = StateConfig().model_dump()
     args = dict(schema.applications[0].args)
     config = AppConfig.model_validate(args)
     request = conversation_pb2.AskRequest(text=QUESTION, max_tokens=max_tokens)
@@ -145,6 +163,8 @@ async def main(turns: int, max_tokens: int) -> None:
                 if event.WhichOneof("event") == "token":
                     tokens += 1
                     first = first or time.perf_counter() - started
+                elif event.WhichOneof("event") == "turn_end" and not tokens:
+                    raise NothingGenerated(f"a turn ended without tokens: {event.turn_end}")
             return first or float("nan"), time.perf_counter() - started, tokens
 
         return await asyncio.to_thread(run)
