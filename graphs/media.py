@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 
 from almquist.audio import encode_wav, pcm16_to_float, speech_input, to_mono
 from almquist.config import AudioConfig, AudioLimits, SpeechConfig
-from almquist.errors import InvalidArgument, ResourceExhausted, Unimplemented, public_error
+from almquist.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unimplemented, public_error
 from almquist.v1 import common_pb2, media_pb2
 from deployments.llm.engine import ChatMessage, GenerationRequest
 from graphs.handles import Handles, streaming
@@ -52,6 +52,15 @@ def _box(box: Any) -> media_pb2.Box:
 
 def _box_tuple(box: media_pb2.Box) -> tuple[float, float, float, float]:
     return (box.x_min, box.y_min, box.x_max, box.y_max)
+
+
+async def _next_within(messages: AsyncIterator[Any], idle_timeout_s: float) -> Any:
+    """A client stream's next message; DeadlineExceeded when none comes within `idle_timeout_s` (an abandoned stream
+    must not hold a replica until its deadline), StopAsyncIteration at its end."""
+    try:
+        return await asyncio.wait_for(anext(messages), idle_timeout_s)
+    except TimeoutError:
+        raise DeadlineExceeded(f"no audio for {idle_timeout_s:g} s; the stream was closed") from None
 
 
 class MediaService:
@@ -211,10 +220,13 @@ class MediaService:
         stt = self._handle(grpc_context, "stt", "speech.stt")
         config = self._speech.stt
         assert config is not None  # deployed only with its config
+        messages = aiter(request_stream)
         try:
-            first = await anext(aiter(request_stream))
+            first = await _next_within(messages, config.idle_timeout_s)
         except StopAsyncIteration:
             abort(grpc_context, InvalidArgument("no TranscribeRequest was sent: the first one carries the settings"))
+        except DeadlineExceeded as idle:
+            abort(grpc_context, idle)
         diarization = self._handle(grpc_context, "diarization", "speech.diarization") if first.diarize else None
         partials: asyncio.Queue[media_pb2.Transcript | None] = asyncio.Queue()
         turn = SpeechTurn(
@@ -232,7 +244,11 @@ class MediaService:
             try:
                 if first.audio.pcm16:  # the first request may carry audio as well as the settings
                     turn.push(decoder.decode(first.audio))
-                async for request in request_stream:
+                while True:
+                    try:
+                        request = await _next_within(messages, config.idle_timeout_s)
+                    except StopAsyncIteration:
+                        break
                     turn.push(decoder.decode(request.audio))
                     if turn.seconds > config.audio.max_seconds:
                         raise ResourceExhausted(
@@ -251,6 +267,8 @@ class MediaService:
             abort(grpc_context, public_error(error, "the transcription"))
         finally:
             reader.cancel()
+        if getattr(request_stream, "is_cancelled", lambda: False)():
+            return  # the client went away: no final transcript that nobody would read
         if turn.seconds == 0:
             abort(grpc_context, InvalidArgument("no audio was sent: send PCM16 in TranscribeRequest.audio"))
         try:

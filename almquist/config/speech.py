@@ -28,6 +28,11 @@ class STTConfig(Strict):
     )
     language: str | None = Field("en", description="Default language; None detects it per clip.")
     partial_interval_s: float = Field(1.0, gt=0, description="Audio seconds between two partial transcripts.")
+    idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Media.Transcribe: a stream that sends no message for this long is closed with DEADLINE_EXCEEDED.",
+    )
     max_batch_size: int = Field(8, gt=0, description="Clips per batched call (@serve.batch).")
     batch_wait_timeout_s: float = Field(0.01, ge=0)
     audio: AudioLimits = Field(default_factory=AudioLimits)
