@@ -452,7 +452,8 @@ class ResilientConversation:
         self._conversation: Conversation | None = None
         self._events: queue.Queue[Any] = queue.Queue()
         self.started: conversation_pb2.SessionStarted | None = None
-        self._open(Backoff(time.monotonic() + deadline_s), resume=False)
+        # resuming a session by id waits out the lease of a stream that died holding it
+        self._open(Backoff(time.monotonic() + deadline_s), resume=bool(self.session_id))
 
     # ----- the stream -----
 
@@ -574,6 +575,8 @@ class ResilientConversation:
                 code = broken.code()  # type: ignore[attr-defined]
                 codes.append(code.name)
                 if code not in RETRYABLE_CODES and code != grpc.StatusCode.CANCELLED:
+                    self._conversation.cancel()
+                    self._conversation = None  # ended: close() has nothing to wait for; the next turn resumes
                     raise broken
             elif broken is self._CLOSED:
                 self.silent_ends += 1
