@@ -891,7 +891,8 @@ def serve_actors() -> dict[str, tuple[str, int | None, str]]:
     controller = str((details.get("controller_info") or {}).get("actor_id"))
     actors["controller"] = (controller, *_ray_actor(controller))
     for node, proxy in (details.get("proxies") or {}).items():
-        actors[f"proxy {node[:12]}"] = (str(proxy.get("actor_id")), proxy.get("pid"), _name(proxy.get("status")))
+        actor = str(proxy.get("actor_id"))  # Serve's proxy details carry no pid: Ray's actor table does
+        actors[f"proxy {node[:12]}"] = (actor, proxy.get("pid") or _ray_actor(actor)[0], _name(proxy.get("status")))
     for app_name, app in (details.get("applications") or {}).items():
         for deployment_name, deployment in (app.get("deployments") or {}).items():
             for replica in deployment.get("replicas") or ():
