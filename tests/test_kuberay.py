@@ -350,13 +350,17 @@ def test_the_plan_still_places_on_the_pods_kuberay_creates() -> None:
 
 
 def test_no_secret_is_written_only_referenced() -> None:
-    assert kuberay.secret_env_names([app.args for app in profile().applications]) == ["NEO4J_PASSWORD"]
+    names = kuberay.secret_env_names([app.args for app in profile().applications])
+    assert sorted(names) == ["NEO4J_PASSWORD", "POSTGRES_PASSWORD"]  # the graph's and the durable state's
     assert not [doc for docs in rendered().values() for doc in docs if doc["kind"] == "Secret"]
     for where, _, template in pod_templates():
         (container,) = template["spec"]["containers"]
         env = {item["name"]: item for item in container["env"]}
         assert env["NEO4J_PASSWORD"]["valueFrom"] == {
             "secretKeyRef": {"name": "almquist-secrets", "key": "neo4j-password"}
+        }, where
+        assert env["POSTGRES_PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": "almquist-secrets", "key": "postgres-password"}
         }, where
         for name, item in env.items():
             if SECRET_NAME.search(name):
