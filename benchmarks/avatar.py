@@ -63,6 +63,7 @@ from rich.console import Console
 from rich.table import Table
 
 from almquist.config.avatar import AvatarConfig
+from almquist.credentials import read_credential
 from almquist.v1 import common_pb2, conversation_pb2, conversation_pb2_grpc
 from deployments.llm.engine import EngineStats, GenerationRequest, TokenChunk
 
@@ -359,7 +360,7 @@ async def run_stream(
     await asyncio.sleep(delay_s)
     stub = conversation_pb2_grpc.ConversationStub(channel)
     call = stub.Converse(metadata=metadata)
-    start = conversation_pb2.SessionStart(user_id="bench-avatar", avatar=True, max_tokens=max_tokens)
+    start = conversation_pb2.SessionStart(avatar=True, max_tokens=max_tokens)
     await call.write(conversation_pb2.ClientEvent(start=start))
     origin = 0.0
     while True:
@@ -467,18 +468,27 @@ async def measure(
     streams: int,
     *,
     application: str = "",
+    credentials: Sequence[str] = (),
     ramp_s: float = 1.0,
     max_tokens: int = 0,
     timeout_s: float = 120.0,
 ) -> RunResult:
     """`streams` concurrent avatar streams against `target` (one typed turn each), started evenly over `ramp_s`.
     `application` is the Serve app's name (the proxy's `application` metadata); `max_tokens` goes in the
-    SessionStart (0: the server's default). A stream still open `timeout_s` after the start is cut off (an
+    SessionStart (0: the server's default). Stream i calls with `credentials[i % len(credentials)]` (each player an
+    identity of its own, as the per-identity stream caps expect), else the caller's own credential (the
+    credentials file). A stream still open `timeout_s` after the start is cut off (an
     overloaded server must not hang the run) and one whose RPC fails ends there: both count as failed, and what
     they received is measured."""
     if streams < 1:
         raise ValueError(f"streams must be at least 1, not {streams}")
-    metadata = (("application", application),) if application else ()
+    keys = list(credentials) or [read_credential() or ""]
+
+    def metadata(index: int) -> tuple[tuple[str, str], ...]:
+        named = (("application", application),) if application else ()
+        key = keys[index % len(keys)]
+        return named + ((("authorization", f"Bearer {key}"),) if key else ())
+
     # a connection of its own per stream (no shared subchannel): as separate players would connect
     channels = [
         grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(streams)
@@ -487,7 +497,7 @@ async def measure(
     records = [StreamRecord() for _ in range(streams)]
 
     async def bounded(index: int) -> None:
-        run = run_stream(records[index], channels[index], metadata, index * ramp_s / streams, max_tokens)
+        run = run_stream(records[index], channels[index], metadata(index), index * ramp_s / streams, max_tokens)
         try:
             await asyncio.wait_for(run, timeout_s)
         except TimeoutError:
@@ -563,9 +573,12 @@ def max_clean(results: dict[int, RunResult]) -> str:
 SERVE_TRANSPORTS = ("actor", "grpc")
 
 
-def start_serve(config: AvatarConfig, answer: str, work: Path, transport: str = "actor") -> str:
+def start_serve(
+    config: AvatarConfig, answer: str, work: Path, transport: str = "actor", identities: int = 1
+) -> tuple[str, list[str]]:
     """Starts Ray and Serve (free ports, no dashboard) and deploys the conversation graph with the scripted LLM
-    and the TTS; returns the gRPC proxy's target. `transport` is how the proxy reaches the ingress replica: "actor"
+    and the TTS; returns the gRPC proxy's target and the API keys of `identities` users made in a durable store of
+    this run (`work`), one per player. `transport` is how the proxy reaches the ingress replica: "actor"
     (Ray actor calls, Serve's default) or "grpc" (`RAY_SERVE_PROXY_USE_GRPC=1`, Serve's gRPC transport; read by the
     proxy when it starts, so it is set before Ray starts its processes)."""
     if transport not in SERVE_TRANSPORTS:
@@ -586,8 +599,14 @@ def start_serve(config: AvatarConfig, answer: str, work: Path, transport: str = 
             "kgqa": {"model_dir": str(work / "kgqa")},
             "speech": {"tts": {}},
             "avatar": config.model_dump(),
+            "state": {"url": f"sqlite:///{work / 'state.db'}"},
         }
     )
+    from almquist.state import StateStore
+
+    store = StateStore(app_config.state)
+    keys = [store.create_key(store.add_user(f"player-{n}").user_id)[1] for n in range(identities)]
+    store.close()
     # Ray starts its workers (the replicas) at niceness 15, below the client and the grpcio server (0): at 0 too,
     # the two paths get the cores alike, and other work on the machine (Ray workers of other clusters) yields
     os.environ[ray_constants.RAY_WORKER_NICENESS] = "0"
@@ -609,7 +628,7 @@ def start_serve(config: AvatarConfig, answer: str, work: Path, transport: str = 
     )
     serve.run(app, name=APP, route_prefix=f"/{APP}", blocking=False)
     runtime.wait_running([APP], timeout_s=300)
-    return f"127.0.0.1:{grpc_port}"
+    return f"127.0.0.1:{grpc_port}", keys
 
 
 def stop_serve() -> None:
@@ -688,9 +707,11 @@ def main() -> None:
         path = f"serve/{transport}"
         with console.status(f"starting Ray and Serve ({path})"):
             work = Path(tempfile.mkdtemp(prefix="almquist-bench-avatar-"))
-            target = start_serve(config, answer, work, transport)
+            target, keys = start_serve(config, answer, work, transport, identities=max(counts))
         try:
-            paths[path] = asyncio.run(measure_all(target, counts, args.repeats, path, application=APP, **options))
+            paths[path] = asyncio.run(
+                measure_all(target, counts, args.repeats, path, application=APP, credentials=keys, **options)
+            )
         finally:
             stop_serve()
         routes = {route for result in paths[path].values() for route in result.routes}
