@@ -10,9 +10,13 @@
 #include "Engine/LevelStreamingDynamic.h"
 #include "Engine/World.h"
 #include "Features/IModularFeatures.h"
+#include "HAL/PlatformMisc.h"
+#include "HAL/PlatformProcess.h"
 #include "HAL/PlatformTime.h"
 #include "ILiveLinkClient.h"
 #include "Kismet/GameplayStatics.h"
+#include "Misc/FileHelper.h"
+#include "Misc/Paths.h"
 #include "Sound/SoundWaveProcedural.h"
 
 namespace
@@ -95,6 +99,21 @@ bool UAvatarLinkSubsystem::Connect(const FString& Target, const FString& UserId,
 	FAvatarStreamClientConfig Config;
 	Config.Target = ResolvedTarget;
 	Config.Application = Settings->Application;
+	Config.ApiKey = Settings->ApiKey.TrimStartAndEnd();
+	if (Config.ApiKey.IsEmpty())
+	{
+		Config.ApiKey = FPlatformMisc::GetEnvironmentVariable(TEXT("ALMQUIST_API_KEY")).TrimStartAndEnd();
+	}
+	if (Config.ApiKey.IsEmpty())
+	{
+		FString Stored;
+		const FString Path = FPaths::Combine(FPlatformProcess::UserHomeDir(), TEXT(".almquist"), TEXT("credentials"));
+		if (FFileHelper::LoadFileToString(Stored, *Path))
+		{
+			Stored.Split(TEXT("\n"), &Stored, nullptr);
+			Config.ApiKey = Stored.TrimStartAndEnd();
+		}
+	}
 	Config.UserId = UserId.TrimStartAndEnd();
 	Config.Personality = Personality.TrimStartAndEnd();
 	Config.MaxTokens = static_cast<uint32>(FMath::Max(0, Settings->MaxTokens));

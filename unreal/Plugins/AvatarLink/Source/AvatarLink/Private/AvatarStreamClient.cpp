@@ -335,6 +335,10 @@ FAvatarStreamClient::FCallResult FAvatarStreamClient::RunOneCall()
 		Grpc->Context = std::make_unique<grpc::ClientContext>();
 		// Ray Serve's gRPC proxy routes on this metadata (the Python client sends the same).
 		Grpc->Context->AddMetadata("application", ToUtf8(Config.Application));
+		if (!Config.ApiKey.IsEmpty())  // every call has an owner: without it the server answers UNAUTHENTICATED
+		{
+			Grpc->Context->AddMetadata("authorization", "Bearer " + ToUtf8(Config.ApiKey));
+		}
 	}
 	// Starting the call sends its metadata; Stop() can already cancel it through the context.
 	std::unique_ptr<FConverseStream> NewStream = Grpc->Stub->Converse(Grpc->Context.get());

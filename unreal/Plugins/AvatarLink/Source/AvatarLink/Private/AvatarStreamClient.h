@@ -35,6 +35,9 @@ struct FAvatarStreamClientConfig
 	FString Target;
 	// The Serve application, sent as the `application` metadata of the call.
 	FString Application = TEXT("conversation");
+	// The caller's credential, sent as `authorization: Bearer ...`; the server takes the user from it.
+	FString ApiKey;
+	// Only the credential's own user id or empty: the server refuses another (PERMISSION_DENIED).
 	FString UserId;
 	FString Personality;
 	// Session to resume from the start (empty: a new one).

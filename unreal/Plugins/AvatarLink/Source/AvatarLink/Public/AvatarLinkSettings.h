@@ -26,6 +26,11 @@ public:
 	UPROPERTY(Config, EditAnywhere, Category = "Connection")
 	FString Application = TEXT("conversation");
 
+	// The API key every call carries (`authorization: Bearer ...`): `almquist keys create <user>` makes one. Empty:
+	// the ALMQUIST_API_KEY environment variable, else the first line of ~/.almquist/credentials (`almquist up`'s).
+	UPROPERTY(Config, EditAnywhere, Category = "Connection")
+	FString ApiKey;
+
 	// TLS with the system's root certificates instead of a plaintext channel.
 	UPROPERTY(Config, EditAnywhere, Category = "Connection")
 	bool bUseTls = false;

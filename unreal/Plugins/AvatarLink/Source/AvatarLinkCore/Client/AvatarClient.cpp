@@ -25,11 +25,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -61,6 +63,7 @@ constexpr size_t kInterpolationSamples = 5;
 struct Options {
   std::string target;
   std::string application = "conversation";  // the Serve app the proxy routes to (gRPC metadata "application")
+  std::string api_key;  // --api-key, else ALMQUIST_API_KEY, else the first line of the credentials file
   std::vector<std::string> says;
   double interrupt_after_s = -1.0;  // < 0: never
   double playout_delay_s = 0.0;
@@ -72,8 +75,25 @@ struct Options {
 
 const char* kUsage =
     "usage: avatar_client --target HOST:PORT --say TEXT [--say TEXT ...] [--interrupt-after-s S]\n"
-    "                     [--application NAME] [--playout-delay-s S] [--timeout-s S] [--drain-s S]\n"
+    "                     [--application NAME] [--api-key KEY] [--playout-delay-s S] [--timeout-s S] [--drain-s S]\n"
     "                     [--max-tokens N] [--dump-events N]\n";
+
+// The credential the Python client would use: ALMQUIST_API_KEY, else the first line of ALMQUIST_CREDENTIALS (or
+// ~/.almquist/credentials, which `almquist up` writes).
+std::string StoredCredential() {
+  if (const char* key = std::getenv("ALMQUIST_API_KEY"); key != nullptr && *key != '\0') return key;
+  std::string path;
+  if (const char* file = std::getenv("ALMQUIST_CREDENTIALS"); file != nullptr && *file != '\0') {
+    path = file;
+  } else if (const char* home = std::getenv("HOME"); home != nullptr) {
+    path = std::string(home) + "/.almquist/credentials";
+  }
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+  return line;
+}
 
 bool ParseDouble(const char* text, double& value) {
   char* end = nullptr;
@@ -98,6 +118,8 @@ bool ParseArgs(int argc, char** argv, Options& options, std::string& error) {
       options.target = value;
     } else if (flag == "--application") {
       options.application = value;
+    } else if (flag == "--api-key") {
+      options.api_key = value;
     } else if (flag == "--say") {
       if (*value == '\0') {
         error = "--say needs a non-empty text";
@@ -547,11 +569,12 @@ int AvatarClient::Run() {
                             std::chrono::duration<double>(options_.timeout_s));
   context_.set_deadline(deadline);
   context_.AddMetadata("application", options_.application);
+  const std::string api_key = options_.api_key.empty() ? StoredCredential() : options_.api_key;
+  if (!api_key.empty()) context_.AddMetadata("authorization", "Bearer " + api_key);  // every call has an owner
   stream_ = stub_->Converse(&context_);
 
   pb::ClientEvent start;
-  start.mutable_start()->set_avatar(true);
-  start.mutable_start()->set_user_id("avatar_client");
+  start.mutable_start()->set_avatar(true);  // the user comes from the credential, not from SessionStart
   start.mutable_start()->set_max_tokens(options_.max_tokens);
   Write(start);
 
