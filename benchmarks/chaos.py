@@ -15,7 +15,10 @@ What counts (the same checks as tests/test_chaos.py, which runs a bounded versio
 answered / failed turns (a failed turn: the client gave up: a non-retryable status, or no answer within
 `--deadline-s`), turns retried and sends after the first, streams reopened and how long resuming took (a dead
 stream's lease lapses within 8 s), lost (answered but not in the user's own export) and doubled (stored twice).
-The machinery here (Load, the victims, the store check, the table) is what the test uses.
+The machinery here (Load, the victims, the store check, the table) is what the test uses. `--no-kills --restart`
+runs a few seconds of load and then only the restart (tests/test_chaos.py runs it so, with a tiny model). Exit
+status 1 when anything was lost or doubled, a session went missing, the KB changed, more than 0.1% of turns failed,
+or the restart did not keep everything.
 """
 
 from __future__ import annotations
@@ -410,29 +413,35 @@ def run_kills(
     turns_per_kill: int = 0,
     after_turns: int = 2,
     cap_s: float = 150.0,
+    strict: bool = True,
 ) -> dict[str, float]:
-    """Kills each victim in turn under `load`: after `before_s` (and `turns_per_kill` answered turns since the last
-    kill), then waits until it is back and `after_turns` turns of each kind started after the kill were answered.
-    Returns seconds from each kill until the part was back."""
+    """Kills each victim in turn under `load`: after `before_s` and `turns_per_kill` answered turns (Ask and
+    Converse) since the phase began, then waits until it is back and `after_turns` answers of each kind started after
+    the kill came. Returns seconds from each kill until the part was back. A phase not over within `cap_s` of its
+    kill fails an assertion when `strict`, else it is left as it is (its row shows it) and the next kill comes."""
     back_in: dict[str, float] = {}
     for phase, victim in kills.items():
         load.phase = phase
         phase_started = time.monotonic()
         time.sleep(before_s)
-        while sum(o.ok for o in list(load.outcomes) if o.started >= phase_started) < turns_per_kill:
+        while sum(o.ok for o in list(load.outcomes) if o.started >= phase_started and o.kind != "knowledge") < (
+            turns_per_kill
+        ):
             time.sleep(0.5)
         killed_at = time.monotonic()
         killed = victim.kill()
-        while not victim.back(killed):
-            assert time.monotonic() - killed_at < cap_s, f"{phase}: not back in {cap_s} s"
-            time.sleep(0.25)
-        back_in[phase] = time.monotonic() - killed_at
-        while True:  # and the load is answered again: turns of every kind started after the kill
+        recovered = False
+        while time.monotonic() - killed_at < cap_s:
+            if phase not in back_in and victim.back(killed):
+                back_in[phase] = time.monotonic() - killed_at
             after = collections.Counter(o.kind for o in list(load.outcomes) if o.ok and o.started > killed_at)
-            if all(after[kind] >= after_turns for kind in KINDS):
+            if phase in back_in and all(after[kind] >= after_turns for kind in KINDS):
+                recovered = True
                 break
-            assert time.monotonic() - killed_at < cap_s, f"{phase}: no answers in {cap_s} s"
             time.sleep(0.25)
+        if not recovered:
+            assert not strict, f"{phase}: not back and answering within {cap_s} s"
+            back_in.setdefault(phase, float("inf"))
     return back_in
 
 
@@ -475,7 +484,7 @@ def chaos_table(load: Load, back_in: dict[str, float], check: StoreCheck, title:
         codes = collections.Counter(c for o in rows for c in o.codes)
         table.add_row(
             phase,
-            f"{back_in[phase]:.1f} s" if phase in back_in else "-",
+            _back(back_in.get(phase)),
             str(len(rows)),
             str(sum(o.ok for o in rows)),
             str(sum(not o.ok for o in rows)),
@@ -489,6 +498,12 @@ def chaos_table(load: Load, back_in: dict[str, float], check: StoreCheck, title:
             ", ".join(f"{c} x{n}" for c, n in codes.most_common()) or "-",
         )
     return table
+
+
+def _back(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return "NOT BACK" if seconds == float("inf") else f"{seconds:.1f} s"
 
 
 # ----- the benchmark: a Ray of its own -----
@@ -525,9 +540,10 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
-def restart_check(config: AppConfig, load: Load, folder: Path, app: str) -> Table:
+def restart_check(config: AppConfig, load: Load, folder: Path, app: str) -> tuple[Table, bool]:
     """The whole cluster down and up again over the same folders: every user's export, the KB's snapshots and
-    counts, and each talker's session (resumed on a new stream and answering) as before."""
+    counts, and each session (resumed on a new stream and answering) as before. Returns the table and whether all
+    of it held."""
     exports = {}
     for user, key in load.keys.items():
         with Client(load.target, application=app, timeout_s=120, api_key=key) as client:
@@ -561,17 +577,19 @@ def restart_check(config: AppConfig, load: Load, folder: Path, app: str) -> Tabl
         f"{resumed} of {sessions}",
         "yes" if kb_same else "NO",
     )
-    return table
+    return table, same_exports == len(load.keys) and resumed == sessions and kb_same
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=6)
+    parser.add_argument("--users", type=int, default=2, help="each asks and talks at once: 2 turns in flight")
     parser.add_argument("--turns-per-kill", type=int, default=1000, help="answered turns before each kill")
+    parser.add_argument("--no-kills", action="store_true", help="only a few seconds of load (then --restart)")
     parser.add_argument("--max-tokens", type=int, default=8)
-    parser.add_argument("--deadline-s", type=float, default=120.0)
+    parser.add_argument("--deadline-s", type=float, default=300.0, help="a client gives up on a turn after this")
     parser.add_argument("--kb-lines", type=int, default=200)
     parser.add_argument("--llm", default="", help="a transformers model folder instead of the packaged SmolLM2")
+    parser.add_argument("--max-model-len", type=int, default=0, help="the LLM's context (0: the profile's)")
     parser.add_argument("--restart", action="store_true", help="then restart the whole cluster and check again")
     options = parser.parse_args(argv)
 
@@ -587,6 +605,8 @@ def main(argv: list[str] | None = None) -> None:
     llm = dict(local.args["llm"])
     if options.llm:
         llm = {**llm, "model": options.llm, "gguf_file": None}
+    if options.max_model_len:
+        llm["max_model_len"] = options.max_model_len
     config = app_config(llm, dict(local.args["embeddings"]), folder, options.max_tokens)
     admin_key, _ = ensure_owner_key(StateConfig())
     app = "chaos"
@@ -598,9 +618,14 @@ def main(argv: list[str] | None = None) -> None:
     load = Load(target, make_users(options.users), admin_key, app, options.max_tokens, options.deadline_s)
     started = time.monotonic()
     load.start()
+    back_in: dict[str, float] = {}
     try:
-        with console.status(f"{options.users} users; {options.turns_per_kill} answered turns before each kill"):
-            back_in = run_kills(load, victims(app, config.knowledge), turns_per_kill=options.turns_per_kill)
+        if options.no_kills:
+            time.sleep(5.0)
+        else:
+            with console.status(f"{options.users} users; {options.turns_per_kill} answered turns before each kill"):
+                kills = victims(app, config.knowledge)
+                back_in = run_kills(load, kills, turns_per_kill=options.turns_per_kill, cap_s=600, strict=False)
     finally:
         load.finish()
     check = check_store(load)
@@ -608,14 +633,22 @@ def main(argv: list[str] | None = None) -> None:
         f"Chaos: {options.users} users (Ask + Converse each) + 1 knowledge reader, {time.monotonic() - started:.0f} s"
     )
     console.print(chaos_table(load, back_in, check, title))
+    kb_same = kb_state(config.knowledge) == kb_before
+    failed = sum(not o.ok for o in load.outcomes)
     console.print(
+        f"failed: {failed} of {len(load.outcomes)}; lost: {len(check.lost)}; doubled: {len(check.doubled)}; "
         f"sessions missing: {len(check.missing_sessions)}; streams ended OK with a turn unanswered: "
-        f"{load.silent_ends}; KB equal after the KnowledgeStore kill: {kb_state(config.knowledge) == kb_before}"
+        f"{load.silent_ends}; KB equal after the kills: {kb_same}"
     )
+    held = not (check.lost or check.doubled or check.missing_sessions or load.silent_ends) and kb_same
+    held = held and failed <= 0.001 * len(load.outcomes)
     if options.restart:
-        console.print(restart_check(config, load, folder, app))
+        table, restarted = restart_check(config, load, folder, app)
+        console.print(table)
+        held = held and restarted
     stop_ray()
+    return 0 if held else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -21,6 +21,9 @@ the packaged model, then a whole-cluster restart over the same folders) does not
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +124,19 @@ def test_kills_under_load_lose_nothing_and_every_turn_is_answered(chaos) -> None
             "almquist/proxy_guard.scrub does not recognise Ray's 'The actor died unexpectedly' as retryable"
         )
     assert len(load.outcomes) - len(failed) >= 0.999 * len(load.outcomes)
+
+
+def test_a_whole_cluster_restart_keeps_sessions_history_and_the_knowledge_base(tiny_llama_dir: Path) -> None:
+    """Ray shut down and started again, the app deployed over the same state and knowledge folders: every user's
+    export, every session (resumed and answering) and the KB's snapshots and counts as before. A Ray of its own in a
+    subprocess (benchmarks/chaos.py --no-kills --restart), so the session's stack is left alone: about 2.5 minutes
+    here."""
+    command = [sys.executable, "-m", "benchmarks.chaos", "--llm", str(tiny_llama_dir), "--max-model-len", "512"]
+    command += ["--max-tokens", str(MAX_TOKENS), "--users", "2", "--kb-lines", "40", "--no-kills", "--restart"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "COLUMNS": "200"}
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    tables = done.stdout[done.stdout.find("Chaos:") :]
+    print(tables)
+    assert done.returncode == 0, (tables or done.stdout[-3000:]) + done.stderr[-3000:]
+    assert "Whole-cluster restart" in tables
