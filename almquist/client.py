@@ -319,7 +319,7 @@ RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOUR
 
 @dataclass
 class Backoff:
-    """Exponential back-off with full jitter, bounded by a deadline (monotonic seconds)."""
+    """Exponential back-off (each pause drawn from the upper half of the current step), bounded by a deadline."""
 
     deadline: float
     initial_s: float = 0.25
