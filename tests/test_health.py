@@ -18,7 +18,7 @@ from graphs import ingress
 from graphs.health import HealthService
 
 Response: TypeAlias = health_pb2.HealthCheckResponse
-SERVICES = ["almquist.v1.Conversation", "almquist.v1.Knowledge", "almquist.v1.Media"]
+SERVICES = ["almquist.v1.Conversation", "almquist.v1.Knowledge", "almquist.v1.Media", "almquist.v1.Account"]
 
 
 class Probe:
