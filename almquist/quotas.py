@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from almquist.config.security import QuotaConfig
 from almquist.errors import ResourceExhausted
+from almquist.identity import Identity
 
 RETRY_AFTER = "retry-after"  # the trailing metadata key, in seconds as an integer (HTTP's Retry-After)
 
@@ -52,8 +53,21 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+@dataclass(frozen=True)
+class Caps:
+    """What one identity may hold at once."""
+
+    sessions: int
+    threads_per_session: int
+    streams: int
+
+
+UNCAPPED = Caps(1_000_000, 1_000_000, 1_000_000)
+
+
 class Quotas:
-    """Token buckets per identity and kind of call."""
+    """Token buckets per identity and kind of call, and the caps an identity's role gets (`exempt_roles`, the
+    operators' own keys, get none: a notebook evaluating the knowledge base over gRPC must not be throttled)."""
 
     def __init__(self, config: QuotaConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self._config = config
@@ -64,9 +78,16 @@ class Quotas:
             "media": (config.media_per_minute / 60, config.media_burst),
         }
 
-    def admit(self, user_id: str, kind: str) -> None:
-        if kind not in self._rates:
+    def caps(self, identity: Identity) -> Caps:
+        if identity.role in self._config.exempt_roles:
+            return UNCAPPED
+        config = self._config
+        return Caps(config.max_sessions, config.max_threads_per_session, config.max_streams)
+
+    def admit(self, identity: Identity, kind: str) -> None:
+        if kind not in self._rates or identity.role in self._config.exempt_roles:
             return
+        user_id = identity.user_id
         bucket = self._buckets.get((user_id, kind))
         if bucket is None:
             rate, burst = self._rates[kind]

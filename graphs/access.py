@@ -131,7 +131,7 @@ class Access:
         if not identity.may(rule.role):
             raise PermissionDenied(f"{rpc} needs the {rule.role} role; you are a {identity.role}")
         if rule.quota is not None:
-            self.quotas.admit(identity.user_id, rule.quota)
+            self.quotas.admit(identity, rule.quota)
         return identity
 
     def guard(self, rpc: str, method: Callable[..., Any], server_streaming: bool) -> Callable[..., Any]:

@@ -145,7 +145,6 @@ class ConversationService:
         self._max_tokens_limit = config.llm.max_tokens_limit
         self._sessions = sessions  # the SessionStore actor (actors/sessions.py): the durable state
         self._access = access
-        self._quotas = config.quotas
 
     # ----- gRPC methods -----
 
@@ -313,13 +312,13 @@ class ConversationService:
         kind = event.WhichOneof("event")
         if kind == "text":
             text, key = self._check_text(event.text.text), self._check_key(event.text.idempotency_key)
-            self._access.quotas.admit(identity.user_id, "turn")
+            self._access.quotas.admit(identity, "turn")
             self._queue(turns, _QueuedTurn(text, idempotency_key=key))
         elif kind == "image" and event.image.text.strip():
             open_image(event.image.data, event.image.mime_type, self._image_limits)  # refuse non-images now
             image = ImageInput(event.image.data, event.image.mime_type)
             text = self._check_text(event.image.text)
-            self._access.quotas.admit(identity.user_id, "turn")
+            self._access.quotas.admit(identity, "turn")
             self._queue(turns, _QueuedTurn(text, image))
         elif kind == "image":
             self._camera_frame(event.image, out, state)
@@ -355,7 +354,7 @@ class ConversationService:
             out.put_nowait(conversation_pb2.ServerEvent(transcript=speech.transcript()))
             if speech.text:
                 try:
-                    self._access.quotas.admit(identity.user_id, "turn")
+                    self._access.quotas.admit(identity, "turn")
                     self._queue(turns, _QueuedTurn(speech.text, speech=speech))
                 except AlmquistError as error:
                     out.put_nowait(_error_event(error))
@@ -628,19 +627,20 @@ class ConversationService:
                 "SessionStart.user_id names someone else: the user comes from your credential; leave user_id empty"
             )
         owner = identity.user_id
+        caps = self._access.quotas.caps(identity)
         if start.session_id:
             session = await self._sessions.get.remote(start.session_id, owner)
             if start.personality and start.personality != session.personality:
                 session = await self._sessions.set_personality.remote(session.session_id, owner, start.personality)
         else:
             personality = start.personality or self._config.default_personality
-            session = await self._sessions.create.remote(owner, personality, self._quotas.max_sessions)
+            session = await self._sessions.create.remote(owner, personality, caps.sessions)
         if start.thread_id and start.thread_id != session.thread_id:
             session = await self._sessions.open_thread.remote(
-                session.session_id, owner, start.thread_id, self._quotas.max_threads_per_session
+                session.session_id, owner, start.thread_id, caps.threads_per_session
             )
         return await self._sessions.claim_stream.remote(
-            session.session_id, owner, stream_id, self._config.stream_lease_s, self._quotas.max_streams
+            session.session_id, owner, stream_id, self._config.stream_lease_s, caps.streams
         )
 
     async def _ask_settings(self, request: conversation_pb2.AskRequest) -> _TurnSettings:

@@ -69,3 +69,7 @@ class QuotaConfig(Strict):
     max_sessions: int = Field(200, gt=0)
     max_threads_per_session: int = Field(50, gt=0)
     max_llm_turns: int = Field(2, gt=0, description="Turns one identity may have in the LLM at once (fair share).")
+    exempt_roles: list[Role] = Field(
+        default_factory=lambda: list[Role](["admin"]),
+        description="Roles without rates or caps (the operators' own keys); the LLM's fair share still applies.",
+    )
