@@ -108,12 +108,13 @@ class SessionStore:
 SessionStoreActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)(SessionStore)
 
 
-def get_session_store(config: StateConfig | dict[str, Any] | None = None) -> Any:
-    """The cluster's one `SessionStore` actor, created on first use (with `config`: where the durable store is)."""
+def get_session_store(config: StateConfig | dict[str, Any] | None = None, name: str = SESSION_STORE_NAME) -> Any:
+    """The cluster's one `SessionStore` actor, created on first use (with `config`: where the durable store is).
+    Another `name` is another actor (a test's own, beside a running stack's)."""
     state = StateConfig.model_validate(config or {})
     # max_concurrency: calls are short transactions; several at once keep one slow commit from queueing every turn
     return SessionStoreActor.options(
-        name=SESSION_STORE_NAME,
+        name=name,
         namespace=SESSION_STORE_NAMESPACE,
         get_if_exists=True,
         lifetime="detached",

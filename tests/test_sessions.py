@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -43,7 +44,8 @@ def test_the_internal_user_is_an_admin_and_sessions_stay_with_their_owner(state:
 def test_killing_the_actor_loses_no_session_and_a_held_lease_lapses(local_ray, state: StateConfig) -> None:
     import ray
 
-    actor = get_session_store(state)
+    # an actor of its own: the session's Serve stack may share this Ray, and its SessionStore must live on
+    actor = get_session_store(state, name=f"test-sessions-{uuid.uuid4().hex[:8]}")
     owner = ray.get(actor.internal_user.remote()).user_id
     session = ray.get(actor.create.remote(owner, "friendly"))
     ray.get(actor.append.remote(session.session_id, session.thread_id, Exchange("t", "hi", "hello"), "k"))
