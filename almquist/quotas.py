@@ -18,6 +18,7 @@ from almquist.config.security import QuotaConfig
 from almquist.errors import ResourceExhausted
 from almquist.identity import Identity
 
+_PLURAL = {"turn": "turns", "media": "media calls"}
 RETRY_AFTER = "retry-after"  # the trailing metadata key, in seconds as an integer (HTTP's Retry-After)
 
 
@@ -99,7 +100,8 @@ class Quotas:
         if wait > 0:
             per_minute = self._rates[kind][0] * 60
             raise QuotaExceeded(
-                f"too many {kind}s: the limit is {per_minute:g} a minute; try again in {math.ceil(wait)} s", wait
+                f"too many {_PLURAL[kind]}: the limit is {per_minute:g} a minute; try again in {math.ceil(wait)} s",
+                wait,
             )
 
 
