@@ -430,7 +430,8 @@ class ResilientConversation:
             answered = session.turn("Tell me a joke.")
     """
 
-    _CLOSED = object()
+    _CLOSED = object()  # the stream ended with OK
+    _SILENT = object()  # nothing came in time
 
     def __init__(
         self,
@@ -479,7 +480,7 @@ class ResilientConversation:
             if codes is not None:
                 codes.append(code.name if code is not None else "NO_SESSION_STARTED")
             retryable = code in RETRYABLE_CODES or (resume and code == grpc.StatusCode.FAILED_PRECONDITION)
-            retryable = retryable or first is None or first is self._CLOSED
+            retryable = retryable or first is self._SILENT or first is self._CLOSED
             if not retryable or not backoff.wait(_retry_after_s(first) if code is not None else 0.0):
                 if isinstance(first, grpc.RpcError):
                     raise first
@@ -496,11 +497,11 @@ class ResilientConversation:
 
     @staticmethod
     def _get(events: queue.Queue[Any], timeout_s: float) -> Any:
-        """The next event, an RpcError, _CLOSED, or None when nothing came within `timeout_s`."""
+        """The next event, an RpcError, _CLOSED, or _SILENT when nothing came within `timeout_s`."""
         try:
             return events.get(timeout=timeout_s)
         except queue.Empty:
-            return None
+            return ResilientConversation._SILENT
 
     # ----- turns -----
 
@@ -523,7 +524,7 @@ class ResilientConversation:
             first_s: dict[str, float] = {}
             events: list[conversation_pb2.ServerEvent] = []
             turn_deadline = time.monotonic() + min(self.turn_timeout_s, max(1.0, backoff.left()))
-            broken: Any = None
+            broken: Any = None  # stays None only when the turn's TurnEnd came
             while True:
                 item = self._get(self._events, max(0.0, turn_deadline - time.monotonic()))
                 if not isinstance(item, conversation_pb2.ServerEvent):
