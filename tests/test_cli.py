@@ -15,14 +15,14 @@ ALMQUIST = str(Path(sys.executable).with_name("almquist"))
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [ALMQUIST, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    import ray
+
+    env = {**os.environ, "COLUMNS": "200"}
+    if ray.is_initialized():
+        # `almquist status` joins "the" Ray of this machine (address="auto": the newest one started); a test that
+        # started another (the chaos test's restart) must not make it read that one: name the stack's own
+        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    return subprocess.run([ALMQUIST, *args], input=stdin, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_ask_streams_an_answer(serve_stack):
