@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import http.server
 import ipaddress
+import json
 import ssl
 import threading
 import urllib.error
@@ -289,3 +290,33 @@ def test_the_python_client_talks_tls_to_the_front(front, certs: Certs) -> None:
         tls_client_key=str(mine.key) if mine else None,
     ) as client:
         assert _check(client._channel) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_front_serves_the_real_stack_over_mutual_tls(serve_stack, certs: Certs, tmp_path: Path) -> None:
+    """The nginx front before the session's Serve proxies, as `almquist up --tls-cert ... --tls-client-ca ...`
+    starts it: a typed turn over mutual TLS (credential and all), the avatar page over HTTPS, plaintext refused."""
+    from almquist.client import Client
+
+    stack = (int(serve_stack.target.rpartition(":")[2]), serve_stack.schema.http_options.port)
+    config = _config(certs, stack, mutual=True)
+    tls_front.start(config, tmp_path / "front")
+    try:
+        with Client(
+            f"localhost:{config.grpc_port}",
+            timeout_s=300,
+            tls_ca=str(certs.ca.cert),
+            tls_client_cert=str(certs.client.cert),
+            tls_client_key=str(certs.client.key),
+        ) as client:
+            assert client.whoami().role == "admin"
+            answer = client.ask("Hello there!", max_tokens=8)
+            assert answer.answer.strip() and answer.turn_end.tokens > 0
+        context = ssl.create_default_context(cafile=str(certs.ca.cert))
+        context.load_cert_chain(certs.client.cert, certs.client.key)
+        url = f"https://localhost:{config.http_port}/avatar/health"
+        with urllib.request.urlopen(url, context=context, timeout=30) as response:
+            assert response.status == 200 and "open_calls" in json.loads(response.read())
+        with Client(f"127.0.0.1:{config.grpc_port}", timeout_s=30) as plain, pytest.raises(grpc.RpcError):
+            plain.whoami()
+    finally:
+        tls_front.stop(tmp_path / "front")
