@@ -306,7 +306,9 @@ class KnowledgeStore:
         ]
 
 
-KnowledgeStoreActor = ray.remote(num_cpus=0, max_restarts=-1)(KnowledgeStore)
+# max_task_retries: a call in flight when the actor dies runs again once Ray restarted it (reads are idempotent,
+# writes are upserts by id under their snapshot, a rollback of a rolled-back snapshot removes nothing more)
+KnowledgeStoreActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=3)(KnowledgeStore)
 
 
 def knowledge_store_name(config: KnowledgeConfig) -> str:

@@ -37,7 +37,7 @@ from almquist.v1 import (
 DEFAULT_TARGET = "localhost:9000"
 APPLICATION = "conversation"  # the Serve app gRPC calls go to, unless ALMQUIST_APPLICATION names another
 # gRPC's own retries (https://github.com/grpc/proposal/blob/master/A6-client-retries.md): a unary call that ends
-# UNAVAILABLE (a replica restarting, an honest retryable turn) is sent again after 0.25-2 s, up to 4 tries.
+# UNAVAILABLE (a replica restarting, an honest retryable turn) is sent again after 1-8 s, up to 5 tries.
 RETRY_POLICY = {
     "methodConfig": [
         {
@@ -47,9 +47,9 @@ RETRY_POLICY = {
                 {"service": "almquist.v1.Account"},
             ],
             "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.25s",
-                "maxBackoff": "2s",
+                "maxAttempts": 5,  # gRPC's most
+                "initialBackoff": "1s",  # 1 + 2 + 4 + 8 s (with jitter): a replica restarts in 5-17 s on 2 cores
+                "maxBackoff": "8s",
                 "backoffMultiplier": 2,
                 "retryableStatusCodes": ["UNAVAILABLE"],
             },

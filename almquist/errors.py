@@ -98,6 +98,9 @@ RETRYABLE_RAY_ERRORS = {
     "DeploymentUnavailableError",
     "ReplicaUnavailableError",
 }
+# What Ray says when an actor died under a call, where only its message reaches us (Serve's proxy reports a dead
+# ingress replica by the message alone: "The actor died unexpectedly before finishing this task ...")
+RETRYABLE_RAY_MESSAGES = ("The actor died unexpectedly", "The actor is dead", "actor died unexpectedly")
 _OVERLOADED = {"BackPressureError"}  # a deployment's queue is full (max_queued_requests)
 _CANCELLED = {"TaskCancelledError", "RequestCancelledError"}
 

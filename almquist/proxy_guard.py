@@ -31,7 +31,7 @@ from typing import Any
 
 import grpc
 
-from almquist.errors import RETRYABLE_RAY_ERRORS, new_reference
+from almquist.errors import RETRYABLE_RAY_ERRORS, RETRYABLE_RAY_MESSAGES, new_reference
 from almquist.limits import GLOBAL_MAX_BYTES, PROXY_ENV, MessageLimit, human_bytes, limit_for
 from almquist.quotas import RETRY_AFTER
 
@@ -232,7 +232,7 @@ def scrub(context: Any, rpc: str) -> None:
     if code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) or "(reference " in details:
         return
     reference = new_reference()
-    if any(name in details for name in RETRYABLE_RAY_ERRORS):
+    if any(name in details for name in (*RETRYABLE_RAY_ERRORS, *RETRYABLE_RAY_MESSAGES)):
         logger.warning("[ref %s] %s failed: a part of the server is unavailable: %s", reference, rpc, details)
         context.set_code(grpc.StatusCode.UNAVAILABLE)
         context.set_details(

@@ -56,12 +56,6 @@ MAX_TOKENS = 4
 TURN_DEADLINE_S = 90.0  # a client gives a turn this long (retries included): a replica restart on a loaded machine
 KB_LINES = 60  # MetaQA kb.txt lines ingested before the kills
 
-# A known defect (reported on issue 18): when an ingress replica dies under a call, Serve's proxy reports Ray's
-# "The actor died unexpectedly ..." and almquist/proxy_guard.scrub, which looks for Ray's class names in the details,
-# answers INTERNAL instead of UNAVAILABLE, so no client retries the turn. Those failures make the test xfail (after
-# every other check passed) instead of fail, until the guard is fixed; any other failure fails it.
-KNOWN_DEFECT = ("ingress replica (1 of 2)", "INTERNAL")
-
 
 @pytest.fixture(scope="module")
 def chaos(serve_stack, tiny_llama_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
@@ -115,15 +109,7 @@ def test_kills_under_load_lose_nothing_and_every_turn_is_answered(chaos) -> None
     assert any(o.reopens for o in load.outcomes if o.phase.startswith("ingress")), "no stream was broken by the kill"
     assert kb_after == kb_before
     failed = [o for o in load.outcomes if not o.ok]
-    known = [o for o in failed if (o.phase, *o.codes[-1:]) == KNOWN_DEFECT]
-    others = [o for o in failed if o not in known]
-    assert len(load.outcomes) - len(others) >= 0.999 * len(load.outcomes), [(o.phase, o.kind, o.codes) for o in others]
-    if known:
-        pytest.xfail(
-            f"{len(known)} turns failed INTERNAL when an ingress replica was killed (not retryable): "
-            "almquist/proxy_guard.scrub does not recognise Ray's 'The actor died unexpectedly' as retryable"
-        )
-    assert len(load.outcomes) - len(failed) >= 0.999 * len(load.outcomes)
+    assert len(load.outcomes) - len(failed) >= 0.999 * len(load.outcomes), [(o.phase, o.kind, o.codes) for o in failed]
 
 
 def test_a_whole_cluster_restart_keeps_sessions_history_and_the_knowledge_base(tiny_llama_dir: Path) -> None:

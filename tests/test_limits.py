@@ -119,6 +119,12 @@ class StandInProxy:
                 context.set_code(grpc.StatusCode.INTERNAL)
                 context.set_details("ray.exceptions.ActorDiedError: The actor died (pid=7, ip=10.0.0.9)")
                 return b""
+            if request.text == "replica died":  # what Serve's proxy says of an ingress replica killed under a call
+                context.set_code(grpc.StatusCode.INTERNAL)
+                context.set_details(
+                    "The actor died unexpectedly before finishing this task. class_name: ServeReplica:conversation"
+                )
+                return b""
             if request.text == "busy":
                 context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
                 context.set_details(
@@ -224,6 +230,7 @@ def test_an_oversized_message_is_refused_before_it_is_parsed(guarded_server: tup
         ("fail", grpc.StatusCode.INTERNAL, "Ask failed on the server (reference "),
         ("raise", grpc.StatusCode.INTERNAL, "Ask failed on the server (reference "),
         ("dead", grpc.StatusCode.UNAVAILABLE, "retry Ask in a moment (reference "),
+        ("replica died", grpc.StatusCode.UNAVAILABLE, "retry Ask in a moment (reference "),
         ("busy", grpc.StatusCode.RESOURCE_EXHAUSTED, BUSY),
         ("ours", grpc.StatusCode.INTERNAL, "(reference 0123456789ab)"),
     ],
