@@ -214,6 +214,13 @@ class WebAvatar:
         # Relative URLs in the page (./src, ./vendor, ./ws) need the trailing slash of /avatar/.
         if not request.url.path.endswith("/"):
             return RedirectResponse(request.url.replace(path=request.url.path + "/"))
+        if COOKIE not in request.cookies:  # the page could not open its socket: say how to sign in instead
+            return HTMLResponse(
+                "<h1>Sign in first</h1><p>Open the one-time login link <code>almquist up</code> printed, or make a "
+                "new one with <code>almquist login-link</code>; it signs this browser in and brings you back here."
+                "</p>",
+                status_code=401,
+            )
         if not (THREE_BUILD_DIR / "three.module.js").is_file():
             return HTMLResponse(
                 f"<h1>three.js is not installed</h1><p>Run <code>bash web/setup.sh</code> (npm ci) in the "

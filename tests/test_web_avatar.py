@@ -142,7 +142,14 @@ def _receive(ws, predicate, timeout_s: float = 120.0) -> list[dict[str, Any]]:
 
 
 def test_the_page_and_its_files_are_served(avatar_url: str, serve_stack) -> None:
-    status, kind, body, final_url = _get(avatar_url.rstrip("/"))  # /avatar redirects to /avatar/
+    with pytest.raises(urllib.error.HTTPError) as anonymous:  # not signed in: the page says how, not a dead socket
+        _get(avatar_url)
+    assert anonymous.value.code == 401 and b"almquist login-link" in anonymous.value.read()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())  # keeps the login's cookie
+    with browser.open(login_link(StateConfig(), avatar_url.rstrip("/")), timeout=30) as signed_in:
+        assert signed_in.status == 200 and signed_in.url.endswith("/avatar/")  # the link leads to the page
+    with browser.open(avatar_url.rstrip("/"), timeout=30) as response:  # /avatar redirects to /avatar/
+        status, kind, body, final_url = response.status, response.headers["content-type"], response.read(), response.url
     assert status == 200 and kind.startswith("text/html") and final_url.endswith("/avatar/")
     assert b'"three": "./vendor/three/three.module.js"' in body and b"src/main.js" in body
     status, kind, body, _ = _get(avatar_url + "vendor/three/three.module.js")
