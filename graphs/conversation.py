@@ -113,7 +113,11 @@ def _error_event(error: AlmquistError) -> conversation_pb2.ServerEvent:
     """An in-band ErrorEvent for a rejected client event (the stream goes on), counted like every error."""
     metrics.record(metrics.ERRORS, 1, code=error.code.name, where="event")
     return conversation_pb2.ServerEvent(
-        error=conversation_pb2.ErrorEvent(code=error.code.value[0], message=error.message)
+        error=conversation_pb2.ErrorEvent(
+            code=error.code.value[0],
+            message=error.message,
+            retry_after_s=getattr(error, "retry_after_s", 0.0),  # a quota's (almquist.quotas.QuotaExceeded)
+        )
     )
 
 

@@ -264,3 +264,18 @@ def test_an_idle_stream_is_closed_with_its_status_and_its_session_resumes_at_onc
     resumed = client.converse(conversation_pb2.SessionStart(session_id=session_id))
     assert resumed.next_event().session_started.resumed  # the closed stream let go of the session
     resumed.cancel()
+
+
+def test_over_the_turn_quota_a_stream_gets_an_in_band_error_with_its_wait(serve_stack, store):
+    with Client(serve_stack.target, timeout_s=300, api_key=_user(store, "ivy")) as ivy:
+        conversation = ivy.converse(conversation_pb2.SessionStart(max_tokens=4))
+        assert conversation.next_event().session_started.session_id
+        for n in range(12):  # the default turn burst is 10
+            conversation.send_text(f"Quick question number {n}?")
+        while (event := conversation.next_event()).WhichOneof("event") != "error" or (
+            "too many turns" not in event.error.message
+        ):
+            pass
+        assert event.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert event.error.retry_after_s > 0
+        conversation.cancel()
