@@ -29,6 +29,7 @@ the single gRPC ingress (graphs/ingress.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -242,7 +243,9 @@ class ConversationService:
             await asyncio.gather(*tasks, return_exceptions=True)
             if state.audio is not None:
                 await state.audio.close()
-            await self._sessions.release_stream.remote(session.session_id, stream_id)
+            # best effort: if the store is restarting, the lease lapses by itself within stream_lease_s
+            with contextlib.suppress(Exception):
+                await self._sessions.release_stream.remote(session.session_id, stream_id)
 
     async def _keep_lease(self, session_id: str, stream_id: str, out: asyncio.Queue[Any], state: _StreamState) -> None:
         """Renews the stream's lease on its session while it lives, and closes the stream when the client has been
