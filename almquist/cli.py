@@ -58,6 +58,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     from almquist import runtime
     from almquist.ops import tls_front
 
+    # Token auth (RAY_AUTH_MODE=token, the token created once) for `ray start`, and for this process's ray.init and
+    # job client; a RAY_AUTH_MODE the caller set is kept. Set before anything imports Ray (load_profile does): Ray
+    # reads the mode once, and a process that read "disabled" cannot join the token-mode cluster it just started.
+    os.environ.update(runtime.ray_auth_env())
+    # The gRPC proxy's global message cap (almquist/limits.py): gRPC refuses a larger message from its length prefix
+    os.environ.update({name: value for name, value in PROXY_ENV.items() if name not in os.environ})
     schema = runtime.load_profile(args.profile, grpc_port=args.grpc_port, http_port=args.http_port, host=args.host)
     public_host = schema.http_options.host
     tls = None
@@ -88,11 +94,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     elif tls_front.stop():  # an earlier `up --tls-cert ...` left its front on the ports Serve's proxies now take
         console.print("[bold]TLS front[/] of an earlier `up` stopped (no certificate given this time)")
-    # Token auth (RAY_AUTH_MODE=token, the token created once) for `ray start`, and for this process's ray.init and
-    # job client; a RAY_AUTH_MODE the caller set is kept.
-    os.environ.update(runtime.ray_auth_env())
-    # The gRPC proxy's global message cap (almquist/limits.py): gRPC refuses a larger message from its length prefix
-    os.environ.update({name: value for name, value in PROXY_ENV.items() if name not in os.environ})
     # Logical CPUs, not cores: the local profile's replicas reserve ~1.6 and the knowledge job ~1 more, so a 2-core
     # laptop declares 4 and lets them share the cores rather than leave the job pending.
     head = runtime.head_start_command(_ray_bin(), args.num_cpus or max(4, os.cpu_count() or 1), host=public_host)
@@ -119,14 +120,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     table = Table(title="Almquist is up", show_header=False)
     for name, address in runtime.endpoints(schema, tls=tls).items():
         table.add_row(name, address)
+    sign_in = ""
     for app in schema.applications:  # the browser avatar (web/), for anyone without UE5
         if app.import_path == "graphs.web_avatar:build_app":
             page = f"http://127.0.0.1:{schema.http_options.port}{app.route_prefix}"
             if tls is not None:  # the page through the front, where the certificate is
                 page = f"https://{public_host}:{tls.http_port}{app.route_prefix}"
             table.add_row("Browser avatar", f"{page}/")
-            table.add_row("  sign in (once)", login_link(state, page))
+            sign_in = login_link(state, page)
     out.print(table)
+    if sign_in:  # on a line of its own: a table cell would cut the link to the terminal's width
+        out.print(f"Sign the browser in (once; the link works for 15 minutes): {sign_in}")
     target = runtime.endpoints(schema)["gRPC (Serve proxy)"]
     _install_dashboard()
     if args.kb:
@@ -551,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from almquist import runtime
+
+    # A Ray that `almquist up` started runs in token mode: every command that joins it (status, down, kb, feeds)
+    # must read the mode before it imports Ray, so a token made by `up` turns it on here too
+    if "RAY_AUTH_MODE" not in os.environ and runtime.ray_auth_token_path().exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         return args.func(args)
     except AlmquistError as error:  # bad input to a command: its message says what to change, no traceback
