@@ -21,9 +21,14 @@ def read_credential() -> str | None:
     """ALMQUIST_API_KEY, else the first line of the credentials file, else None."""
     if os.environ.get("ALMQUIST_API_KEY"):
         return os.environ["ALMQUIST_API_KEY"].strip()
+    return _stored_credential()
+
+
+def _stored_credential() -> str | None:
     path = credentials_path()
     if path.exists():
-        return path.read_text().strip().splitlines()[0].strip() or None
+        lines = path.read_text().strip().splitlines()
+        return lines[0].strip() or None if lines else None
     return None
 
 
@@ -44,7 +49,7 @@ def ensure_owner_key(state: StateConfig) -> tuple[str, bool]:
 
     store = StateStore(state)
     try:
-        current = read_credential() if not os.environ.get("ALMQUIST_API_KEY") else None
+        current = _stored_credential()  # the file's key, whatever ALMQUIST_API_KEY says for this shell
         if current and store.user_for_key(current) is not None:
             return current, False
         owner = store.ensure_user(OWNER, "admin")

@@ -69,3 +69,23 @@ def test_backup_and_restore_bring_back_users_sessions_and_history(env: dict[str,
     assert [e.user for e in store.history(session.session_id)] == ["remember tulip"]
     refused = almquist(env, "backup", str(tmp_path / "backup"), check=False)  # never over an earlier backup
     assert refused.returncode == 2 and "not empty" in refused.stderr
+
+
+def test_the_owner_key_is_made_once_private_and_kept_while_the_store_accepts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from almquist.credentials import credentials_path, ensure_owner_key, read_credential
+
+    monkeypatch.setenv("ALMQUIST_CREDENTIALS", str(tmp_path / "home" / "credentials"))
+    monkeypatch.setenv("ALMQUIST_API_KEY", "alm_someone_else")  # this shell's override changes nothing on disk
+    state = StateConfig(url=f"sqlite:///{tmp_path / 'state.db'}")
+    first, created = ensure_owner_key(state)
+    assert created and (credentials_path().stat().st_mode & 0o777) == 0o600
+    assert ensure_owner_key(state) == (first, False)  # a second `up` keeps it
+    assert read_credential() == "alm_someone_else"
+    monkeypatch.delenv("ALMQUIST_API_KEY")
+    assert read_credential() == first
+    store = StateStore(state)
+    store.revoke_key(first.split("_")[1])
+    second, created = ensure_owner_key(state)  # a key the store no longer accepts is replaced
+    assert created and second != first and read_credential() == second
