@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -40,6 +41,8 @@ from graphs.handles import streaming
 from graphs.news import NO_ITEMS, NewsRetriever, RankedItem
 from graphs.prompt_fence import fenced_request, one_line
 from graphs.turn import Citation, Turn
+
+logger = logging.getLogger("ray.serve")
 
 UNGROUNDED_NOTE = (
     " The knowledge graph is not loaded on this deployment: answer from what you know, briefly, and do not invent"
@@ -166,9 +169,14 @@ class GraphRAG:
                 yield chunk
             return
         if not result.answers:
+            # the engine's reason names labels and probabilities: for the log, not for the person listening
+            logger.info("no answer in the knowledge graph: %s", result.reason)
             yield TokenChunk(
                 token_id=-1,
-                text=f"I couldn't find that in my knowledge graph: {result.reason}.",
+                text=(
+                    "I couldn't find that in my knowledge graph. Try naming the film or the person, "
+                    "for example: who directed Alien?"
+                ),
                 index=0,
                 finish_reason="stop",
             )
