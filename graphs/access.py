@@ -12,6 +12,7 @@ internal admin user: reaching a handle already takes the cluster's own credentia
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import time
@@ -114,7 +115,8 @@ class Access:
         if looks_like_jwt(credential):
             if self._jwt is None:
                 raise Unauthenticated("this server takes API keys, not tokens: send `Bearer <API key>`")
-            identity = self._jwt.identity(credential)
+            # in a thread: the JWKS client fetches the issuer's keys over HTTP when it meets a new key id
+            identity = await asyncio.to_thread(self._jwt.identity, credential)
             await self._sessions.external_user.remote(identity.user_id, identity.name, identity.role)
             return identity
         user = await self._sessions.user_for_key.remote(credential)
