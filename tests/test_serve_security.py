@@ -175,11 +175,7 @@ def test_over_the_media_quota_calls_are_refused_with_a_retry_after(serve_stack, 
 
 
 def test_a_retried_turn_under_the_same_key_is_answered_and_stored_once(client):
-    conversation = client.converse(conversation_pb2.SessionStart(max_tokens=8))
-    session_id = conversation.next_event().session_started.session_id
-    conversation.close_send()
-    for _ in conversation.events():
-        pass
+    session_id = _session(client)
     first = client.ask("Tell me a joke.", session_id=session_id, max_tokens=8, idempotency_key="turn-0001")
     again = client.ask("Tell me a joke.", session_id=session_id, max_tokens=8, idempotency_key="turn-0001")
     assert first.turn_end.reason != common_pb2.TURN_END_REASON_ERROR
