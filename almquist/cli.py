@@ -35,6 +35,19 @@ def _ray_bin() -> str:
     return shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
 
 
+def _dashboard_answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=5):
+            return True
+    except urllib.error.HTTPError:  # it answered (401 in token mode without our token): it is there
+        return True
+    except OSError:
+        return False
+
+
 def _connect() -> None:
     import ray
 
@@ -100,6 +113,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     if subprocess.run([_ray_bin(), "status"], capture_output=True).returncode != 0:
         console.print(f"[bold]Starting Ray[/] ({' '.join(head[1:])})")
         subprocess.run(head, check=True, stdout=subprocess.DEVNULL)
+    elif not _dashboard_answers(runtime.endpoints(schema)["Ray dashboard"]):
+        # a Ray that `up` did not start (a notebook's ray.init(), another program's): deploying into it would put
+        # Almquist in someone else's cluster, and its knowledge job could not be submitted (no dashboard)
+        console.print(
+            "[red]Another Ray runs on this machine without a dashboard (a notebook's or another program's "
+            "ray.init()), and `almquist up` will not deploy into it.[/red] Stop that program (or `almquist down`), "
+            "then run the same command again."
+        )
+        return 1
     _connect()
     state = state_config(args.profile)
     _, created = ensure_owner_key(state)  # every call needs a credential: the CLI and notebooks read this one
