@@ -159,6 +159,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         _bootstrap_knowledge(schema, args.kb_lines)
     out.print(f'Talk to it:  almquist ask "Who directed [Inception]?" --target {target}')
     out.print("             almquist chat    |   almquist status   |   almquist kb stats   |   almquist down")
+    if os.environ.get("RAY_AUTH_MODE") == "token":
+        # Ray's own CLI and ray.init(address="auto") read the token file only in token mode (tried: without the
+        # variable `ray job status` answers InvalidAuthToken); the almquist commands set it themselves
+        out.print("Ray runs with token auth: `export RAY_AUTH_MODE=token` in shells and notebooks that join it")
     return 0 if status else 1
 
 
@@ -173,7 +177,7 @@ def _bootstrap_knowledge(schema: Any, lines: int | None) -> None:
     console.print(
         f"[bold]Knowledge base[/]: {what} as Ray job {job_id} (train the path model if missing, then ingest MetaQA;"
         " the first time takes minutes on a laptop, answers are ungrounded until it commits).\n"
-        f"  Follow it: ray job logs -f {job_id}   (or the dashboard's Jobs tab)"
+        f"  Follow it: RAY_AUTH_MODE=token ray job logs -f {job_id}   (or the dashboard's Jobs tab)"
     )
 
 
